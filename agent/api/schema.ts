@@ -1,0 +1,72 @@
+// The fleet v1 HTTP API wire schema (fleet-compat.md §3): the one definition shared by the
+// server (agent/api) and the client (fleetctl). Keys are omitted from JSON when empty.
+// Flotilla adds optional fields (marked) that fleet's own clients ignore.
+
+export const API_PREFIX = "/fleet/v1";
+export const LEGACY_API_PREFIX = "/v1-alpha";
+/** Flotilla's agent-to-agent and fleetctl extensions (status, journal); not part of fleet. */
+export const EXT_PREFIX = "/flotilla/v1";
+export const DEFAULT_PAGE_SIZE = 100;
+
+export interface WireUnitOption {
+  section: string;
+  name: string;
+  value: string;
+}
+
+export interface WireUnit {
+  name: string;
+  options?: WireUnitOption[];
+  desiredState?: "inactive" | "loaded" | "launched";
+  currentState?: "inactive" | "loaded" | "launched";
+  machineID?: string;
+  /** Flotilla: why the unit is not (or no longer) where it was asked to be. */
+  reason?: string;
+}
+
+export interface WireUnitPage {
+  units?: WireUnit[];
+  nextPageToken?: string;
+}
+
+export interface WireUnitState {
+  name: string;
+  hash?: string;
+  machineID?: string;
+  systemdLoadState?: string;
+  systemdActiveState?: string;
+  systemdSubState?: string;
+}
+
+export interface WireUnitStatePage {
+  states?: WireUnitState[];
+  nextPageToken?: string;
+}
+
+export interface WireMachine {
+  id: string;
+  primaryIP?: string;
+  metadata?: Record<string, string>;
+}
+
+export interface WireMachinePage {
+  machines?: WireMachine[];
+  nextPageToken?: string;
+}
+
+/** PATCH /machines body item; note fleet's wire nesting `"value":{"value":"…"}`. */
+export interface WireMachineOp {
+  op: "add" | "replace" | "remove";
+  path: string;
+  value?: { value: string };
+}
+
+export interface WireError {
+  error: { code: number; message: string };
+}
+
+/** Flotilla extension: GET /flotilla/v1/status/{unit} and /journal/{unit} on the unit's machine. */
+export interface WireCommandOutput {
+  exitCode: number;
+  output: string;
+}

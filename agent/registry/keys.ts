@@ -1,0 +1,85 @@
+// The etcd key layout: the only module that knows key names. Documented in docs/etcd-keys.md.
+//
+// Lease-bound keys (machines/, states/, engine/leader) vanish with their machine's lease, which is
+// how the cluster learns that a machine is gone.
+
+export const DEFAULT_PREFIX = "/flotilla/";
+
+export class Keys {
+  constructor(readonly prefix: string = DEFAULT_PREFIX) {}
+
+  /** `units/<name>` → UnitRecord JSON (options, hash, desiredState). */
+  units(): string {
+    return `${this.prefix}units/`;
+  }
+  unit(name: string): string {
+    return `${this.units()}${name}`;
+  }
+
+  /** `schedule/<name>` → Placement JSON; written only by the engine. */
+  schedules(): string {
+    return `${this.prefix}schedule/`;
+  }
+  schedule(name: string): string {
+    return `${this.schedules()}${name}`;
+  }
+
+  /** `pending/<name>` → {reason, at}: why the engine could not place the unit. */
+  pendings(): string {
+    return `${this.prefix}pending/`;
+  }
+  pending(name: string): string {
+    return `${this.pendings()}${name}`;
+  }
+
+  /** `failures/<name>` → FailureRecord JSON; written only by the engine. */
+  failuresPrefix(): string {
+    return `${this.prefix}failures/`;
+  }
+  failures(name: string): string {
+    return `${this.failuresPrefix()}${name}`;
+  }
+
+  /** `machines/<id>` → Machine JSON under the machine's lease. */
+  machines(): string {
+    return `${this.prefix}machines/`;
+  }
+  machine(id: string): string {
+    return `${this.machines()}${id}`;
+  }
+
+  /** `metadata/<id>/<key>` → value: dynamic metadata set through the API; survives restarts. */
+  metadataPrefix(): string {
+    return `${this.prefix}metadata/`;
+  }
+  machineMetadata(id: string): string {
+    return `${this.metadataPrefix()}${id}/`;
+  }
+  metadata(id: string, key: string): string {
+    return `${this.machineMetadata(id)}${key}`;
+  }
+
+  /** `states/<name>/<machineID>` → UnitState JSON under the publishing machine's lease. */
+  states(): string {
+    return `${this.prefix}states/`;
+  }
+  unitStates(name: string): string {
+    return `${this.states()}${name}/`;
+  }
+  state(name: string, machineID: string): string {
+    return `${this.unitStates(name)}${machineID}`;
+  }
+
+  /** `engine/leader` → machine ID of the elected engine, under its lease. */
+  engineLeader(): string {
+    return `${this.prefix}engine/leader`;
+  }
+
+  /** Splits `states/<name>/<machineID>` back into its parts. */
+  parseStateKey(key: string): { name: string; machineID: string } | undefined {
+    const rest = key.startsWith(this.states()) ? key.slice(this.states().length) : undefined;
+    const slash = rest?.lastIndexOf("/") ?? -1;
+    if (rest === undefined || slash <= 0) return undefined;
+    return { name: rest.slice(0, slash), machineID: rest.slice(slash + 1) };
+  }
+}

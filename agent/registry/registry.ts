@@ -1,0 +1,57 @@
+// The registry: the cluster's shared state as the API, engine and agents see it.
+// `EtcdRegistry` (etcd.ts) is the one implementation; this interface keeps callers free of etcd.
+
+import type {
+  DesiredState,
+  FailureRecord,
+  Machine,
+  Placement,
+  UnitRecord,
+  UnitState,
+} from "../model.js";
+
+export interface PendingReason {
+  reason: string;
+  at: number;
+}
+
+/** Everything the engine needs for one scheduling pass, read at a single etcd revision. */
+export interface ClusterSnapshot {
+  revision: number;
+  units: UnitRecord[];
+  schedule: Map<string, Placement>;
+  pending: Map<string, PendingReason>;
+  failures: Map<string, FailureRecord>;
+  machines: Machine[];
+  states: UnitState[];
+}
+
+export class RegistryUnavailableError extends Error {
+  constructor(cause: unknown) {
+    super(`etcd is unreachable: ${cause instanceof Error ? cause.message : String(cause)}`);
+    this.name = "RegistryUnavailableError";
+  }
+}
+
+export interface Registry {
+  snapshot(): Promise<ClusterSnapshot>;
+
+  getUnit(name: string): Promise<UnitRecord | undefined>;
+  /** Creates the unit, or replaces it (new options, desired state reset as given). */
+  putUnit(unit: UnitRecord): Promise<void>;
+  /** Returns false when the unit does not exist. */
+  setDesiredState(name: string, state: DesiredState): Promise<boolean>;
+  /** Deletes the unit and everything derived from it. Returns false when it did not exist. */
+  destroyUnit(name: string): Promise<boolean>;
+
+  /** Machines with their dynamic metadata merged over their configured metadata. */
+  listMachines(): Promise<Machine[]>;
+  /** Sets (value given) or removes (undefined) one dynamic metadata key. */
+  setMachineMetadata(machineID: string, key: string, value: string | undefined): Promise<void>;
+
+  /** Engine writes: each is a transaction guarded by the leader key, so a deposed engine cannot write. */
+  schedule(name: string, placement: Placement, leaderMachineID: string): Promise<boolean>;
+  unschedule(name: string, fromMachineID: string, leaderMachineID: string): Promise<boolean>;
+  setPending(name: string, reason: PendingReason | undefined, leaderMachineID: string): Promise<boolean>;
+  setFailures(name: string, record: FailureRecord | undefined, leaderMachineID: string): Promise<boolean>;
+}
