@@ -24,6 +24,8 @@ export interface ClusterSnapshot {
   failures: Map<string, FailureRecord>;
   machines: Machine[];
   states: UnitState[];
+  /** Keys whose values could not be parsed; callers log them rather than fail the pass. */
+  corrupt: string[];
 }
 
 export class RegistryUnavailableError extends Error {

@@ -1,0 +1,206 @@
+// Agent configuration from three layers, later wins: a JSON file, FLOTILLA_* environment
+// variables, command-line flags. Parsing is pure so every mistake is reported with its origin.
+
+import { readFileSync } from "node:fs";
+
+export interface AgentConfig {
+  etcdEndpoints: string[];
+  etcdPrefix: string;
+  /** Explicit machine ID; defaults to /etc/machine-id. */
+  machineID?: string;
+  publicIP?: string;
+  metadata: Record<string, string>;
+  /** Unix socket path for the fleet API ("" disables it). */
+  apiSocket: string;
+  /** host:port for the TCP API listener ("" disables it). */
+  apiListen: string;
+  /** Machine lease TTL: how long a silent machine stays a member. */
+  ttlSeconds: number;
+  engineIntervalMs: number;
+  agentIntervalMs: number;
+  /** Never lead the engine (fleet's disable_engine). */
+  disableEngine: boolean;
+  /** Failed-unit migration: how many moves before giving up, and the first backoff. */
+  maxFailureMoves: number;
+  failureBackoffMs: number;
+  unitDir: string;
+  logLevel: string;
+}
+
+export const DEFAULT_CONFIG: AgentConfig = {
+  etcdEndpoints: ["http://127.0.0.1:2379"],
+  etcdPrefix: "/flotilla/",
+  metadata: {},
+  apiSocket: "/var/run/fleet.sock",
+  apiListen: "",
+  ttlSeconds: 5,
+  engineIntervalMs: 1000,
+  agentIntervalMs: 5000,
+  disableEngine: false,
+  maxFailureMoves: 3,
+  failureBackoffMs: 1000,
+  unitDir: "/run/fleet/units",
+  logLevel: "info",
+};
+
+export class ConfigError extends Error {
+  constructor(problems: string[]) {
+    super(`invalid agent configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Setter = (cfg: AgentConfig, raw: string) => string | undefined;
+
+const positiveInt =
+  (key: "ttlSeconds" | "engineIntervalMs" | "agentIntervalMs" | "failureBackoffMs"): Setter =>
+  (cfg, raw) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n <= 0) return `must be a positive integer, got ${JSON.stringify(raw)}`;
+    cfg[key] = n;
+    return undefined;
+  };
+
+const SETTERS: Record<string, Setter> = {
+  "etcd-endpoints": (cfg, raw) => {
+    const eps = raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const bad = eps.find((e) => !/^https?:\/\/[^/]+\/?$/.test(e));
+    if (eps.length === 0 || bad !== undefined)
+      return `must be a comma-separated list of http(s)://host:port URLs, got ${JSON.stringify(raw)}`;
+    cfg.etcdEndpoints = eps;
+    return undefined;
+  },
+  "etcd-prefix": (cfg, raw) => {
+    if (!raw.startsWith("/") || !raw.endsWith("/")) return `must start and end with "/", got ${raw}`;
+    cfg.etcdPrefix = raw;
+    return undefined;
+  },
+  "machine-id": (cfg, raw) => {
+    if (!/^[0-9a-f]{32}$/.test(raw)) return `must be 32 lowercase hex characters, got ${JSON.stringify(raw)}`;
+    cfg.machineID = raw;
+    return undefined;
+  },
+  "public-ip": (cfg, raw) => {
+    cfg.publicIP = raw;
+    return undefined;
+  },
+  metadata: (cfg, raw) => {
+    const meta: Record<string, string> = {};
+    for (const pair of raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean)) {
+      const eq = pair.indexOf("=");
+      if (eq <= 0) return `must be k=v pairs separated by commas, got ${JSON.stringify(pair)}`;
+      meta[pair.slice(0, eq)] = pair.slice(eq + 1);
+    }
+    cfg.metadata = meta;
+    return undefined;
+  },
+  "api-socket": (cfg, raw) => {
+    cfg.apiSocket = raw;
+    return undefined;
+  },
+  "api-listen": (cfg, raw) => {
+    if (raw !== "" && !/^[^:]*:\d+$/.test(raw)) return `must be host:port, got ${JSON.stringify(raw)}`;
+    cfg.apiListen = raw;
+    return undefined;
+  },
+  ttl: positiveInt("ttlSeconds"),
+  "engine-interval-ms": positiveInt("engineIntervalMs"),
+  "agent-interval-ms": positiveInt("agentIntervalMs"),
+  "failure-backoff-ms": positiveInt("failureBackoffMs"),
+  "max-failure-moves": (cfg, raw) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 0) return `must be a non-negative integer, got ${JSON.stringify(raw)}`;
+    cfg.maxFailureMoves = n;
+    return undefined;
+  },
+  "disable-engine": (cfg, raw) => {
+    if (!/^(true|false|1|0)$/.test(raw)) return `must be true or false, got ${JSON.stringify(raw)}`;
+    cfg.disableEngine = raw === "true" || raw === "1";
+    return undefined;
+  },
+  "unit-dir": (cfg, raw) => {
+    cfg.unitDir = raw;
+    return undefined;
+  },
+  "log-level": (cfg, raw) => {
+    if (!/^(trace|debug|info|warn|error|fatal)$/.test(raw)) return `unknown log level ${JSON.stringify(raw)}`;
+    cfg.logLevel = raw;
+    return undefined;
+  },
+};
+
+export const CONFIG_KEYS = Object.keys(SETTERS);
+
+const envName = (key: string) => `FLOTILLA_${key.toUpperCase().replaceAll("-", "_")}`;
+
+/**
+ * Builds the config. `file` is the parsed JSON file (keys as in CONFIG_KEYS; values strings,
+ * numbers, booleans, or arrays/objects for etcd-endpoints/metadata), `env` the process env and
+ * `flags` `--key=value` arguments. Throws ConfigError naming every problem and where it came from.
+ */
+export function resolveConfig(
+  file: Record<string, unknown> | undefined,
+  env: Record<string, string | undefined>,
+  flags: string[],
+  fileName = "config file",
+): AgentConfig {
+  const cfg: AgentConfig = structuredClone(DEFAULT_CONFIG);
+  const problems: string[] = [];
+  const apply = (origin: string, key: string, raw: string) => {
+    const setter = SETTERS[key];
+    if (!setter) {
+      problems.push(`${origin}: unknown setting`);
+      return;
+    }
+    const err = setter(cfg, raw);
+    if (err) problems.push(`${origin}: ${err}`);
+  };
+  for (const [key, value] of Object.entries(file ?? {})) {
+    apply(`${fileName}: "${key}"`, key, fileValueToString(value));
+  }
+  for (const key of CONFIG_KEYS) {
+    const raw = env[envName(key)];
+    if (raw !== undefined) apply(`environment ${envName(key)}`, key, raw);
+  }
+  for (const flag of flags) {
+    const m = /^--([a-z-]+)=(.*)$/s.exec(flag);
+    if (!m) problems.push(`flag ${flag}: expected --key=value`);
+    else apply(`flag --${m[1]}`, m[1] as string, m[2] as string);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return cfg;
+}
+
+function fileValueToString(value: unknown): string {
+  if (Array.isArray(value)) return value.join(",");
+  if (value !== null && typeof value === "object")
+    return Object.entries(value)
+      .map(([k, v]) => `${k}=${String(v)}`)
+      .join(",");
+  return String(value);
+}
+
+/** Reads the JSON config file; a missing file is fine, a malformed one is an error. */
+export function readConfigFile(path: string): Record<string, unknown> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new ConfigError([`${path}: ${(err as Error).message}`]);
+  }
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed))
+      throw new Error("top level must be a JSON object");
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError([`${path}: ${(err as Error).message}`]);
+  }
+}

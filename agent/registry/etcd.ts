@@ -1,0 +1,196 @@
+// EtcdRegistry: the Registry over etcd v3. Reads take one range over the whole prefix, so a
+// snapshot is consistent at a single revision; engine writes are transactions guarded by the
+// leader key, so an engine that lost its leadership cannot write a stale decision.
+
+import type { Etcd3, IKeyValue } from "etcd3";
+import type {
+  DesiredState,
+  FailureRecord,
+  Machine,
+  Placement,
+  UnitRecord,
+  UnitState,
+} from "../model.js";
+import { Keys } from "./keys.js";
+import {
+  type ClusterSnapshot,
+  type PendingReason,
+  type Registry,
+  RegistryUnavailableError,
+} from "./registry.js";
+
+export class EtcdRegistry implements Registry {
+  constructor(
+    private readonly client: Etcd3,
+    readonly keys: Keys = new Keys(),
+  ) {}
+
+  async snapshot(): Promise<ClusterSnapshot> {
+    const res = await this.call(() => this.client.getAll().prefix(this.keys.prefix).exec());
+    return parseSnapshot(this.keys, Number(res.header.revision), res.kvs);
+  }
+
+  async getUnit(name: string): Promise<UnitRecord | undefined> {
+    const raw = await this.call(() => this.client.get(this.keys.unit(name)).string());
+    return raw === null ? undefined : (JSON.parse(raw) as UnitRecord);
+  }
+
+  async putUnit(unit: UnitRecord): Promise<void> {
+    await this.call(() => this.client.put(this.keys.unit(unit.name)).value(JSON.stringify(unit)).exec());
+  }
+
+  async setDesiredState(name: string, state: DesiredState): Promise<boolean> {
+    // Compare-and-swap on the record's mod revision so a concurrent replace is not undone.
+    for (;;) {
+      const res = await this.call(() => this.client.get(this.keys.unit(name)).exec());
+      const kv = res.kvs[0];
+      if (!kv) return false;
+      const unit = JSON.parse(kv.value.toString()) as UnitRecord;
+      if (unit.desiredState === state) return true;
+      const txn = await this.call(() =>
+        this.client
+          .if(this.keys.unit(name), "Mod", "==", Number(kv.mod_revision))
+          .then(
+            this.client.put(this.keys.unit(name)).value(JSON.stringify({ ...unit, desiredState: state })),
+          )
+          .commit(),
+      );
+      if (txn.succeeded) return true;
+    }
+  }
+
+  async destroyUnit(name: string): Promise<boolean> {
+    const txn = await this.call(() =>
+      this.client
+        .if(this.keys.unit(name), "Create", ">", 0)
+        .then(
+          this.client.delete().key(this.keys.unit(name)),
+          this.client.delete().key(this.keys.schedule(name)),
+          this.client.delete().key(this.keys.pending(name)),
+          this.client.delete().key(this.keys.failures(name)),
+        )
+        .commit(),
+    );
+    return txn.succeeded;
+  }
+
+  async listMachines(): Promise<Machine[]> {
+    const snap = await this.snapshot();
+    return snap.machines;
+  }
+
+  async setMachineMetadata(machineID: string, key: string, value: string | undefined): Promise<void> {
+    const k = this.keys.metadata(machineID, key);
+    await this.call(async () => {
+      if (value === undefined) await this.client.delete().key(k).exec();
+      else await this.client.put(k).value(value).exec();
+    });
+  }
+
+  schedule(name: string, placement: Placement, leader: string): Promise<boolean> {
+    return this.asLeader(leader, this.client.put(this.keys.schedule(name)).value(JSON.stringify(placement)));
+  }
+
+  async unschedule(name: string, fromMachineID: string, leader: string): Promise<boolean> {
+    const key = this.keys.schedule(name);
+    const current = await this.call(() => this.client.get(key).string());
+    if (current === null) return false;
+    if ((JSON.parse(current) as Placement).machineID !== fromMachineID) return false;
+    return this.asLeader(leader, this.client.delete().key(key), { key, value: current });
+  }
+
+  setPending(name: string, reason: PendingReason | undefined, leader: string): Promise<boolean> {
+    const key = this.keys.pending(name);
+    return this.asLeader(
+      leader,
+      reason === undefined
+        ? this.client.delete().key(key)
+        : this.client.put(key).value(JSON.stringify(reason)),
+    );
+  }
+
+  setFailures(name: string, record: FailureRecord | undefined, leader: string): Promise<boolean> {
+    const key = this.keys.failures(name);
+    return this.asLeader(
+      leader,
+      record === undefined
+        ? this.client.delete().key(key)
+        : this.client.put(key).value(JSON.stringify(record)),
+    );
+  }
+
+  private async asLeader(
+    leader: string,
+    op: Parameters<ReturnType<Etcd3["if"]>["then"]>[0],
+    alsoEqual?: { key: string; value: string },
+  ): Promise<boolean> {
+    let txn = this.client.if(this.keys.engineLeader(), "Value", "==", leader);
+    if (alsoEqual) txn = txn.and(alsoEqual.key, "Value", "==", alsoEqual.value);
+    const res = await this.call(() => txn.then(op).commit());
+    return res.succeeded;
+  }
+
+  private async call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new RegistryUnavailableError(err);
+    }
+  }
+}
+
+/** Splits one prefix range into the snapshot's maps. Unparseable values are skipped, not fatal. */
+export function parseSnapshot(keys: Keys, revision: number, kvs: IKeyValue[]): ClusterSnapshot {
+  const snap: ClusterSnapshot = {
+    revision,
+    units: [],
+    schedule: new Map(),
+    pending: new Map(),
+    failures: new Map(),
+    machines: [],
+    states: [],
+    corrupt: [],
+  };
+  const dynamicMetadata = new Map<string, Record<string, string>>();
+  for (const kv of kvs) {
+    const key = kv.key.toString();
+    const value = kv.value.toString();
+    const rest = (prefix: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : undefined);
+    let name: string | undefined;
+    try {
+      if ((name = rest(keys.units())) !== undefined) snap.units.push(JSON.parse(value) as UnitRecord);
+      else if ((name = rest(keys.schedules())) !== undefined)
+        snap.schedule.set(name, JSON.parse(value) as Placement);
+      else if ((name = rest(keys.pendings())) !== undefined)
+        snap.pending.set(name, JSON.parse(value) as PendingReason);
+      else if ((name = rest(keys.failuresPrefix())) !== undefined)
+        snap.failures.set(name, JSON.parse(value) as FailureRecord);
+      else if (rest(keys.machines()) !== undefined) snap.machines.push(JSON.parse(value) as Machine);
+      else if (rest(keys.states()) !== undefined) snap.states.push(JSON.parse(value) as UnitState);
+      else if ((name = rest(keys.metadataPrefix())) !== undefined) {
+        const slash = name.indexOf("/");
+        if (slash > 0) {
+          const id = name.slice(0, slash);
+          const meta = dynamicMetadata.get(id) ?? {};
+          meta[name.slice(slash + 1)] = value;
+          dynamicMetadata.set(id, meta);
+        }
+      }
+    } catch {
+      // A corrupt value (hand-edited etcd) must not take the whole cluster view down.
+      snap.corrupt.push(key);
+    }
+  }
+  for (const m of snap.machines) {
+    const extra = dynamicMetadata.get(m.id);
+    if (extra) m.metadata = { ...m.metadata, ...extra };
+  }
+  snap.units.sort((a, b) => cmp(a.name, b.name));
+  snap.machines.sort((a, b) => cmp(a.id, b.id));
+  snap.states.sort((a, b) => cmp(a.name, b.name) || cmp(a.machineID, b.machineID));
+  return snap;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,145 @@
+// systemd over D-Bus (dbus-next): the adapter that applies the agent's tasks. Unit files live in
+// /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
+// arrive by subscription (PropertiesChanged, JobRemoved); one ListUnitsByNames call then reads
+// the states of fleet's units, instead of polling every unit.
+
+import { EventEmitter } from "node:events";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import dbus from "dbus-next";
+import type { Logger } from "../log.js";
+
+const SYSTEMD = "org.freedesktop.systemd1";
+const SYSTEMD_PATH = "/org/freedesktop/systemd1";
+const MANAGER = "org.freedesktop.systemd1.Manager";
+
+export interface SystemdUnitState {
+  loadState: string;
+  activeState: string;
+  subState: string;
+}
+
+/** The org.freedesktop.systemd1.Manager methods this adapter calls. */
+interface ManagerInterface extends EventEmitter {
+  Subscribe(): Promise<void>;
+  LinkUnitFiles(files: string[], runtime: boolean, force: boolean): Promise<unknown>;
+  EnableUnitFiles(files: string[], runtime: boolean, force: boolean): Promise<unknown>;
+  DisableUnitFiles(files: string[], runtime: boolean): Promise<unknown>;
+  Reload(): Promise<void>;
+  ResetFailedUnit(name: string): Promise<void>;
+  StartUnit(name: string, mode: string): Promise<string>;
+  StopUnit(name: string, mode: string): Promise<string>;
+  ListUnitsByNames(names: string[]): Promise<unknown[][]>;
+}
+
+export interface SystemdEvents {
+  /** Something about some unit changed; read states again. */
+  change: [];
+  /** The D-Bus connection broke; the agent restarts so systemd is reached afresh. */
+  disconnected: [Error];
+}
+
+export class SystemdManager extends EventEmitter<SystemdEvents> {
+  private constructor(
+    private readonly bus: dbus.MessageBus,
+    private readonly manager: ManagerInterface,
+    readonly unitDir: string,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  /** Connects to systemd (the system bus unless `busAddress` is given) and subscribes to changes. */
+  static async connect(unitDir: string, log: Logger, busAddress?: string): Promise<SystemdManager> {
+    const bus = busAddress ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
+    const obj = await bus.getProxyObject(SYSTEMD, SYSTEMD_PATH);
+    const manager = obj.getInterface(MANAGER) as unknown as ManagerInterface;
+    const mgr = new SystemdManager(bus, manager, unitDir, log);
+    await mgr.subscribe();
+    await mkdir(unitDir, { recursive: true });
+    return mgr;
+  }
+
+  private async subscribe(): Promise<void> {
+    await this.manager.Subscribe();
+    const rule = `type='signal',sender='${SYSTEMD}',interface='org.freedesktop.DBus.Properties',member='PropertiesChanged'`;
+    await this.bus.call(
+      new dbus.Message({
+        destination: "org.freedesktop.DBus",
+        path: "/org/freedesktop/DBus",
+        interface: "org.freedesktop.DBus",
+        member: "AddMatch",
+        signature: "s",
+        body: [rule],
+      }),
+    );
+    this.bus.on("message", (msg) => {
+      if (msg.member === "PropertiesChanged" && msg.path?.startsWith(`${SYSTEMD_PATH}/unit/`)) this.emit("change");
+    });
+    this.manager.on("JobRemoved", () => this.emit("change"));
+    this.manager.on("UnitRemoved", () => this.emit("change"));
+    this.bus.on("error", (err: Error) => this.emit("disconnected", err));
+  }
+
+  /** Writes the unit file, links it at runtime and reloads systemd. */
+  async load(name: string, contents: string, enable: boolean): Promise<void> {
+    const path = join(this.unitDir, name);
+    await writeFile(path, contents, { mode: 0o644 });
+    await this.manager.LinkUnitFiles([path], true, true);
+    // [Install] units are enabled too, as fleet does (systemctl enable --runtime).
+    if (enable) await this.manager.EnableUnitFiles([path], true, true);
+    await this.manager.Reload();
+  }
+
+  /** Removes the unit's link and file, forgets a failed state, and reloads systemd. */
+  async unload(name: string): Promise<void> {
+    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
+    await rm(join(this.unitDir, name), { force: true });
+    await this.manager.Reload();
+    await this.manager.ResetFailedUnit(name).catch(this.ignoreNoSuchUnit(name));
+  }
+
+  async start(name: string): Promise<void> {
+    await this.manager.StartUnit(name, "replace");
+  }
+
+  async stop(name: string): Promise<void> {
+    await this.manager.StopUnit(name, "replace").catch(this.ignoreNoSuchUnit(name));
+  }
+
+  /** The unit files this agent has written, by name. */
+  async loadedFiles(): Promise<Map<string, string>> {
+    const files = new Map<string, string>();
+    for (const name of await readdir(this.unitDir)) {
+      files.set(name, await readFile(join(this.unitDir, name), "utf8"));
+    }
+    return files;
+  }
+
+  /** systemd's load/active/sub state of each named unit, in one call. */
+  async states(names: string[]): Promise<Map<string, SystemdUnitState>> {
+    const out = new Map<string, SystemdUnitState>();
+    if (names.length === 0) return out;
+    const rows = await this.manager.ListUnitsByNames(names);
+    for (const row of rows) {
+      const [name, , loadState, activeState, subState] = row as string[];
+      if (name) out.set(name, { loadState: loadState ?? "", activeState: activeState ?? "", subState: subState ?? "" });
+    }
+    return out;
+  }
+
+  close(): void {
+    this.bus.disconnect();
+    // dbus-next keeps its socket referenced after disconnect(); release it so the process can exit.
+    (this.bus as unknown as { _connection?: { stream?: { unref(): void; destroy(): void } } })._connection?.stream?.destroy();
+  }
+
+  private ignoreNoSuchUnit(name: string) {
+    return (err: unknown) => {
+      const type = (err as { type?: string }).type ?? "";
+      if (type.endsWith("NoSuchUnit") || /not (found|loaded)|does not exist/i.test(String(err))) return;
+      this.log.warn({ unit: name, err: String(err) }, "systemd call failed");
+      throw err;
+    };
+  }
+}
