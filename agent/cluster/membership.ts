@@ -40,7 +40,12 @@ export class Membership extends EventEmitter<MembershipEvents> {
     }
   }
 
-  /** Puts a key under this machine's lease (unit states, leader key). */
+  /** Puts a value under this machine's lease; throws while not a member. */
+  async putLeased(key: string, value: string): Promise<void> {
+    await this.leased().put(key).value(value).exec();
+  }
+
+  /** This machine's lease (for leader-key transactions). */
   leased(): Lease {
     if (!this.lease) throw new Error("not a cluster member yet");
     return this.lease;

@@ -87,6 +87,10 @@ export class EtcdRegistry implements Registry {
     });
   }
 
+  async deleteState(name: string, machineID: string): Promise<void> {
+    await this.call(() => this.client.delete().key(this.keys.state(name, machineID)).exec());
+  }
+
   schedule(name: string, placement: Placement, leader: string): Promise<boolean> {
     return this.asLeader(leader, this.client.put(this.keys.schedule(name)).value(JSON.stringify(placement)));
   }

@@ -51,6 +51,9 @@ export interface Registry {
   /** Sets (value given) or removes (undefined) one dynamic metadata key. */
   setMachineMetadata(machineID: string, key: string, value: string | undefined): Promise<void>;
 
+  /** Removes one machine's published state of a unit (the agent unloaded it). */
+  deleteState(name: string, machineID: string): Promise<void>;
+
   /** Engine writes: each is a transaction guarded by the leader key, so a deposed engine cannot write. */
   schedule(name: string, placement: Placement, leaderMachineID: string): Promise<boolean>;
   unschedule(name: string, fromMachineID: string, leaderMachineID: string): Promise<boolean>;

@@ -1,0 +1,203 @@
+// flotilla-agent: one process per machine. It joins the cluster, runs the engine when elected,
+// reconciles this machine's units with systemd, and serves the fleet v1 API.
+
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
+import { createApiServer } from "./api/server.js";
+import { LeaderElection } from "./cluster/leader.js";
+import { Membership } from "./cluster/membership.js";
+import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
+import { Engine } from "./engine/engine.js";
+import { createLogger, type Logger } from "./log.js";
+import type { Machine } from "./model.js";
+import { Reconciler } from "./reconcile/reconciler.js";
+import { createEtcdClient } from "./registry/client.js";
+import { EtcdRegistry } from "./registry/etcd.js";
+import { Keys } from "./registry/keys.js";
+import { SystemdManager } from "./systemd/manager.js";
+import { AGENT_VERSION } from "./version.js";
+
+const DEFAULT_CONFIG_FILE = "/etc/flotilla/agent.json";
+
+async function main(argv: string[]): Promise<void> {
+  const configFlag = argv.find((a) => a.startsWith("--config="));
+  const configFile = configFlag ? configFlag.slice("--config=".length) : DEFAULT_CONFIG_FILE;
+  let cfg: AgentConfig;
+  try {
+    const flags = argv.filter((a) => a !== configFlag);
+    cfg = resolveConfig(readConfigFile(configFile), process.env, flags, configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`flotilla-agent: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const machineID = cfg.machineID ?? readFileSync("/etc/machine-id", "utf8").trim();
+  const log = createLogger(cfg.logLevel, { machine: machineID.slice(0, 8) });
+  const apiPort = cfg.apiListen ? Number(cfg.apiListen.split(":").pop()) : undefined;
+  const publicIP = cfg.publicIP ?? detectPublicIP();
+  const machine: Machine = {
+    id: machineID,
+    publicIP,
+    metadata: cfg.metadata,
+    version: AGENT_VERSION,
+    ...(apiPort ? { apiURL: `http://${publicIP}:${apiPort}` } : {}),
+  };
+  log.info({ version: AGENT_VERSION, etcd: cfg.etcdEndpoints, publicIP, metadata: cfg.metadata }, "starting");
+
+  const client = createEtcdClient(cfg.etcdEndpoints);
+  const keys = new Keys(cfg.etcdPrefix);
+  const registry = new EtcdRegistry(client, keys);
+  const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
+  const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
+  const reconciler = new Reconciler(registry, keys, membership, systemd, log.child({ part: "agent" }));
+  await reconciler.recover();
+
+  let ready = false;
+  const api = createApiServer({
+    registry,
+    version: AGENT_VERSION,
+    log: log.child({ part: "api" }),
+    isReady: () => ready,
+    machineID,
+  });
+  await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
+
+  await membership.join();
+  const election = new LeaderElection(client, keys, membership);
+  const engine = cfg.disableEngine
+    ? undefined
+    : new Engine(
+        registry,
+        election,
+        {
+          machineID,
+          ttlSeconds: cfg.ttlSeconds,
+          maxMoves: cfg.maxFailureMoves,
+          backoffBaseMs: cfg.failureBackoffMs,
+        },
+        log.child({ part: "engine" }),
+      );
+
+  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log);
+  membership.on("rejoined", () => {
+    void reconciler.republish().then(() => reconciler.trigger("rejoined the cluster"));
+  });
+  await reconciler.trigger("startup");
+  ready = true;
+  notifyReady(log);
+  log.info("ready");
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, "stopping: unloading units and leaving the cluster");
+    loops.stop();
+    await election.resign().catch(() => undefined);
+    await reconciler.unloadAll();
+    await membership.leave();
+    await api.close();
+    systemd.close();
+    client.close();
+    log.info("stopped");
+    process.exit(0);
+  };
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  systemd.on("disconnected", (err) => {
+    log.fatal({ err: String(err) }, "lost the D-Bus connection to systemd; exiting so systemd restarts us");
+    process.exit(1);
+  });
+}
+
+/** Timers plus an etcd watch; a change only wakes the loops that care about that key. */
+function startLoops(
+  cfg: AgentConfig,
+  keys: Keys,
+  client: ReturnType<typeof createEtcdClient>,
+  engine: Engine | undefined,
+  reconciler: Reconciler,
+  systemd: SystemdManager,
+  log: Logger,
+): { stop(): void } {
+  const timers: NodeJS.Timeout[] = [];
+  let enginePass: Promise<void> | undefined;
+  const runEngine = () => {
+    if (!engine || enginePass) return;
+    enginePass = engine.pass().finally(() => {
+      enginePass = undefined;
+    });
+  };
+  const debounce = (fn: () => void, ms: number) => {
+    let t: NodeJS.Timeout | undefined;
+    return () => {
+      if (t) return;
+      t = setTimeout(() => {
+        t = undefined;
+        fn();
+      }, ms);
+    };
+  };
+  const soonEngine = debounce(runEngine, 50);
+  const soonAgent = debounce(() => void reconciler.trigger("registry changed"), 50);
+  const soonPublish = debounce(() => void reconciler.publishStates(), 100);
+
+  timers.push(setInterval(runEngine, cfg.engineIntervalMs));
+  timers.push(setInterval(() => void reconciler.trigger("periodic"), cfg.agentIntervalMs));
+  runEngine();
+  systemd.on("change", soonPublish);
+
+  const agentPrefixes = [keys.units(), keys.schedules(), keys.machines(), keys.metadataPrefix()];
+  let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>["create"]>> | undefined;
+  client
+    .watch()
+    .prefix(keys.prefix)
+    .create()
+    .then((w) => {
+      watcher = w;
+      const onChange = (kv: { key: Buffer }) => {
+        const key = kv.key.toString();
+        if (!key.startsWith(keys.pendings()) && !key.startsWith(keys.failuresPrefix())) soonEngine();
+        if (agentPrefixes.some((p) => key.startsWith(p))) soonAgent();
+      };
+      w.on("put", onChange);
+      w.on("delete", onChange);
+      w.on("disconnected", () => log.warn("etcd watch disconnected; relying on periodic passes"));
+      w.on("connected", () => {
+        soonEngine();
+        soonAgent();
+      });
+    })
+    .catch((err) => log.warn({ err: String(err) }, "etcd watch failed to start; relying on periodic passes"));
+
+  return {
+    stop() {
+      for (const t of timers) clearInterval(t);
+      void watcher?.cancel();
+    },
+  };
+}
+
+function detectPublicIP(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return "";
+}
+
+/** Tells systemd (Type=notify) that we are registered and serving. */
+function notifyReady(log: Logger): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  execFile("systemd-notify", ["--ready", `--pid=${process.pid}`], (err) => {
+    if (err) log.warn({ err: String(err) }, "systemd-notify failed");
+  });
+}
+
+main(process.argv.slice(2)).catch((err) => {
+  process.stderr.write(`flotilla-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
