@@ -198,6 +198,8 @@ function notifyReady(log: Logger): void {
 }
 
 main(process.argv.slice(2)).catch((err) => {
-  process.stderr.write(`flotilla-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(
+    `flotilla-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
   process.exit(1);
 });

@@ -60,7 +60,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.stopped = true;
     const lease = this.lease;
     this.lease = undefined;
-    if (lease) await lease.revoke().catch((err) => this.log.warn({ err: String(err) }, "lease revoke failed"));
+    if (lease)
+      await lease.revoke().catch((err) => this.log.warn({ err: String(err) }, "lease revoke failed"));
   }
 
   private async register(): Promise<void> {

@@ -80,7 +80,11 @@ export class Engine {
       let ok = false;
       switch (a.kind) {
         case "schedule":
-          ok = await this.registry.schedule(a.unit, { machineID: a.machineID, at: now, reason: a.reason }, me);
+          ok = await this.registry.schedule(
+            a.unit,
+            { machineID: a.machineID, at: now, reason: a.reason },
+            me,
+          );
           this.log.info({ unit: a.unit, machine: a.machineID, reason: a.reason }, `schedule ${a.unit}`);
           break;
         case "unschedule":
@@ -96,7 +100,8 @@ export class Engine {
           break;
         case "failures":
           ok = await this.registry.setFailures(a.unit, a.record, me);
-          if (a.record?.gaveUp) this.log.warn({ unit: a.unit, reason: a.record.gaveUp }, "stopped moving unit");
+          if (a.record?.gaveUp)
+            this.log.warn({ unit: a.unit, reason: a.record.gaveUp }, "stopped moving unit");
           break;
       }
       if (!ok) {

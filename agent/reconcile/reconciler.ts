@@ -82,7 +82,8 @@ export class Reconciler {
       this.log.debug({ err: String(err) }, "reconcile skipped: etcd unreachable; units keep running");
       return;
     }
-    if (snap.corrupt.length > 0) this.log.warn({ keys: snap.corrupt }, "ignoring unparseable registry values");
+    if (snap.corrupt.length > 0)
+      this.log.warn({ keys: snap.corrupt }, "ignoring unparseable registry values");
     const desired = this.desiredUnits(snap);
     const current: CurrentUnit[] = [];
     const states = await this.systemd.states([...this.loaded.keys()]);
@@ -114,7 +115,10 @@ export class Reconciler {
       if (!unit || placement.machineID !== me.id || unit.desiredState === "inactive") continue;
       out.push({ want: { name, hash: unit.hash, state: unit.desiredState }, record: unit });
     }
-    const withReqs = snap.units.map((u) => ({ ...u, requirements: parseRequirements(u.name, u.options).requirements }));
+    const withReqs = snap.units.map((u) => ({
+      ...u,
+      requirements: parseRequirements(u.name, u.options).requirements,
+    }));
     for (const unit of globalUnitsFor(self, withReqs, snap)) {
       if (unit.desiredState === "inactive") continue;
       out.push({ want: { name: unit.name, hash: unit.hash, state: unit.desiredState }, record: unit });

@@ -13,7 +13,10 @@ export function createEtcdClient(endpoints: string[]): Etcd3 {
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_TIMEOUT_MS }),
     faultHandling: {
       // etcd3's typings ask for a backoff instance, but its own default is this factory.
-      watchBackoff: new ExponentialBackoff({ initialDelay: 200, maxDelay: 2000 }) as unknown as IBackoff<unknown>,
+      watchBackoff: new ExponentialBackoff({
+        initialDelay: 200,
+        maxDelay: 2000,
+      }) as unknown as IBackoff<unknown>,
     },
   });
 }

@@ -3,14 +3,7 @@
 // leader key, so an engine that lost its leadership cannot write a stale decision.
 
 import type { Etcd3, IKeyValue } from "etcd3";
-import type {
-  DesiredState,
-  FailureRecord,
-  Machine,
-  Placement,
-  UnitRecord,
-  UnitState,
-} from "../model.js";
+import type { DesiredState, FailureRecord, Machine, Placement, UnitRecord, UnitState } from "../model.js";
 import { Keys } from "./keys.js";
 import {
   type ClusterSnapshot,
@@ -50,9 +43,7 @@ export class EtcdRegistry implements Registry {
       const txn = await this.call(() =>
         this.client
           .if(this.keys.unit(name), "Mod", "==", Number(kv.mod_revision))
-          .then(
-            this.client.put(this.keys.unit(name)).value(JSON.stringify({ ...unit, desiredState: state })),
-          )
+          .then(this.client.put(this.keys.unit(name)).value(JSON.stringify({ ...unit, desiredState: state })))
           .commit(),
       );
       if (txn.succeeded) return true;

@@ -1,14 +1,7 @@
 // The registry: the cluster's shared state as the API, engine and agents see it.
 // `EtcdRegistry` (etcd.ts) is the one implementation; this interface keeps callers free of etcd.
 
-import type {
-  DesiredState,
-  FailureRecord,
-  Machine,
-  Placement,
-  UnitRecord,
-  UnitState,
-} from "../model.js";
+import type { DesiredState, FailureRecord, Machine, Placement, UnitRecord, UnitState } from "../model.js";
 
 export interface PendingReason {
   reason: string;

@@ -74,7 +74,8 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
       }),
     );
     this.bus.on("message", (msg) => {
-      if (msg.member === "PropertiesChanged" && msg.path?.startsWith(`${SYSTEMD_PATH}/unit/`)) this.emit("change");
+      if (msg.member === "PropertiesChanged" && msg.path?.startsWith(`${SYSTEMD_PATH}/unit/`))
+        this.emit("change");
     });
     this.manager.on("JobRemoved", () => this.emit("change"));
     this.manager.on("UnitRemoved", () => this.emit("change"));
@@ -123,7 +124,12 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     const rows = await this.manager.ListUnitsByNames(names);
     for (const row of rows) {
       const [name, , loadState, activeState, subState] = row as string[];
-      if (name) out.set(name, { loadState: loadState ?? "", activeState: activeState ?? "", subState: subState ?? "" });
+      if (name)
+        out.set(name, {
+          loadState: loadState ?? "",
+          activeState: activeState ?? "",
+          subState: subState ?? "",
+        });
     }
     return out;
   }
@@ -131,7 +137,9 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
   close(): void {
     this.bus.disconnect();
     // dbus-next keeps its socket referenced after disconnect(); release it so the process can exit.
-    (this.bus as unknown as { _connection?: { stream?: { unref(): void; destroy(): void } } })._connection?.stream?.destroy();
+    (
+      this.bus as unknown as { _connection?: { stream?: { unref(): void; destroy(): void } } }
+    )._connection?.stream?.destroy();
   }
 
   private ignoreNoSuchUnit(name: string) {
