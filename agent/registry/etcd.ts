@@ -150,25 +150,33 @@ export function parseSnapshot(keys: Keys, revision: number, kvs: IKeyValue[]): C
   for (const kv of kvs) {
     const key = kv.key.toString();
     const value = kv.value.toString();
-    const rest = (prefix: string) => (key.startsWith(prefix) ? key.slice(prefix.length) : undefined);
-    let name: string | undefined;
+    const k = keys.classify(key);
     try {
-      if ((name = rest(keys.units())) !== undefined) snap.units.push(JSON.parse(value) as UnitRecord);
-      else if ((name = rest(keys.schedules())) !== undefined)
-        snap.schedule.set(name, JSON.parse(value) as Placement);
-      else if ((name = rest(keys.pendings())) !== undefined)
-        snap.pending.set(name, JSON.parse(value) as PendingReason);
-      else if ((name = rest(keys.failuresPrefix())) !== undefined)
-        snap.failures.set(name, JSON.parse(value) as FailureRecord);
-      else if (rest(keys.machines()) !== undefined) snap.machines.push(JSON.parse(value) as Machine);
-      else if (rest(keys.states()) !== undefined) snap.states.push(JSON.parse(value) as UnitState);
-      else if ((name = rest(keys.metadataPrefix())) !== undefined) {
-        const slash = name.indexOf("/");
-        if (slash > 0) {
-          const id = name.slice(0, slash);
-          const meta = dynamicMetadata.get(id) ?? {};
-          meta[name.slice(slash + 1)] = value;
-          dynamicMetadata.set(id, meta);
+      switch (k?.family) {
+        case "units":
+          snap.units.push(JSON.parse(value) as UnitRecord);
+          break;
+        case "schedule":
+          snap.schedule.set(k.rest, JSON.parse(value) as Placement);
+          break;
+        case "pending":
+          snap.pending.set(k.rest, JSON.parse(value) as PendingReason);
+          break;
+        case "failures":
+          snap.failures.set(k.rest, JSON.parse(value) as FailureRecord);
+          break;
+        case "machines":
+          snap.machines.push(JSON.parse(value) as Machine);
+          break;
+        case "states":
+          snap.states.push(JSON.parse(value) as UnitState);
+          break;
+        case "metadata": {
+          const slash = k.rest.indexOf("/");
+          if (slash <= 0) break;
+          const id = k.rest.slice(0, slash);
+          dynamicMetadata.set(id, { ...dynamicMetadata.get(id), [k.rest.slice(slash + 1)]: value });
+          break;
         }
       }
     } catch {

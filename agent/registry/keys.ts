@@ -5,6 +5,8 @@
 
 export const DEFAULT_PREFIX = "/flotilla/";
 
+export type KeyFamily = "units" | "schedule" | "pending" | "failures" | "machines" | "metadata" | "states";
+
 export class Keys {
   constructor(readonly prefix: string = DEFAULT_PREFIX) {}
 
@@ -73,6 +75,26 @@ export class Keys {
   /** `engine/leader` → machine ID of the elected engine, under its lease. */
   engineLeader(): string {
     return `${this.prefix}engine/leader`;
+  }
+
+  /** Which family a key belongs to, and the part of the key after the family's prefix. */
+  classify(key: string): { family: KeyFamily; rest: string } | undefined {
+    for (const [family, prefix] of this.families) {
+      if (key.startsWith(prefix)) return { family, rest: key.slice(prefix.length) };
+    }
+    return undefined;
+  }
+
+  private get families(): [KeyFamily, string][] {
+    return [
+      ["units", this.units()],
+      ["schedule", this.schedules()],
+      ["pending", this.pendings()],
+      ["failures", this.failuresPrefix()],
+      ["machines", this.machines()],
+      ["metadata", this.metadataPrefix()],
+      ["states", this.states()],
+    ];
   }
 
   /** Splits `states/<name>/<machineID>` back into its parts. */
