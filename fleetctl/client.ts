@@ -1,0 +1,307 @@
+// The fleet v1 API client (fleet-compat.md §3 "Wire behaviour of fleetctl"), over node:http.
+// Unlike fleet's client, every request is bounded by --request-timeout (fleet's API client had
+// none and hung on a silent server), and transport failures name the endpoint and the cause.
+
+import http from "node:http";
+import {
+  API_PREFIX,
+  EXT_PREFIX,
+  type WireCommandOutput,
+  type WireError,
+  type WireMachine,
+  type WireMachinePage,
+  type WireUnit,
+  type WireUnitOption,
+  type WireUnitPage,
+  type WireUnitState,
+  type WireUnitStatePage,
+} from "../agent/api/schema.js";
+import type { DesiredState } from "../agent/model.js";
+import type { Endpoint } from "./endpoint.js";
+
+/** An HTTP error answer, printed like fleet's generated client (`googleapi: Error 404: …`). */
+export class ApiError extends Error {
+  constructor(
+    readonly code: number,
+    readonly apiMessage: string,
+  ) {
+    super(apiMessage === "" ? `googleapi: got HTTP response code ${code}` : `googleapi: Error ${code}: ${apiMessage}`);
+    this.name = "ApiError";
+  }
+}
+
+/** The endpoint could not be reached or did not answer in time. */
+export class TransportError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TransportError";
+  }
+}
+
+export interface JournalOptions {
+  lines: number;
+  output: string;
+}
+
+/** What the commands need from the cluster; `undefined` means 404. */
+export interface FleetApi {
+  units(): Promise<WireUnit[]>;
+  unit(name: string): Promise<WireUnit | undefined>;
+  /** PUT with options only: the server resets the desired state to inactive (fleet's CreateUnit). */
+  createUnit(name: string, options: WireUnitOption[]): Promise<void>;
+  setUnitTargetState(name: string, state: DesiredState): Promise<void>;
+  /** Returns false when the unit did not exist. */
+  destroyUnit(name: string): Promise<boolean>;
+  unitStates(): Promise<WireUnitState[]>;
+  unitState(name: string): Promise<WireUnitState | undefined>;
+  machines(): Promise<WireMachine[]>;
+  unitStatus(name: string): Promise<WireCommandOutput | undefined>;
+  unitJournal(name: string, opts: JournalOptions): Promise<WireCommandOutput | undefined>;
+  /** Streams the followed journal to `sink` until the server ends it; false when the unit is unknown. */
+  followJournal(name: string, opts: JournalOptions, sink: (chunk: string) => void): Promise<boolean>;
+  close(): void;
+}
+
+export interface ClientOptions {
+  endpoint: Endpoint;
+  timeoutMs: number;
+  /** Receives fleet's `HTTP GET …` debug lines. */
+  debug?: (line: string) => void;
+}
+
+interface RawResponse {
+  status: number;
+  statusMessage: string;
+  body: string;
+}
+
+const JSON_HEADERS = { "Content-Type": "application/json" };
+
+export function unitPath(name: string): string {
+  // encodeURIComponent escapes '@' as %40, like fleet's generated client.
+  return `${API_PREFIX}/units/${encodeURIComponent(name)}`;
+}
+
+export class HttpFleetApi implements FleetApi {
+  private readonly agent: http.Agent;
+  private readonly host: string;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    this.host = opts.endpoint.kind === "unix" ? "domain-sock" : hostHeader(opts.endpoint);
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  units(): Promise<WireUnit[]> {
+    return this.list<WireUnitPage, WireUnit>(`${API_PREFIX}/units`, (p) => p.units);
+  }
+
+  unit(name: string): Promise<WireUnit | undefined> {
+    return this.getOptional<WireUnit>(`${unitPath(name)}?alt=json`);
+  }
+
+  async createUnit(name: string, options: WireUnitOption[]): Promise<void> {
+    await this.call("PUT", `${unitPath(name)}?alt=json`, JSON.stringify({ name, options }));
+  }
+
+  async setUnitTargetState(name: string, state: DesiredState): Promise<void> {
+    await this.call("PUT", `${unitPath(name)}?alt=json`, JSON.stringify({ desiredState: state, name }));
+  }
+
+  async destroyUnit(name: string): Promise<boolean> {
+    try {
+      await this.call("DELETE", `${unitPath(name)}?alt=json`);
+      return true;
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 404) return false;
+      throw err;
+    }
+  }
+
+  unitStates(): Promise<WireUnitState[]> {
+    return this.list<WireUnitStatePage, WireUnitState>(`${API_PREFIX}/state`, (p) => p.states);
+  }
+
+  unitState(name: string): Promise<WireUnitState | undefined> {
+    return this.getOptional<WireUnitState>(`${API_PREFIX}/state/${encodeURIComponent(name)}?alt=json`);
+  }
+
+  machines(): Promise<WireMachine[]> {
+    return this.list<WireMachinePage, WireMachine>(`${API_PREFIX}/machines`, (p) => p.machines);
+  }
+
+  unitStatus(name: string): Promise<WireCommandOutput | undefined> {
+    return this.getOptional<WireCommandOutput>(`${EXT_PREFIX}/units/${encodeURIComponent(name)}/status`);
+  }
+
+  unitJournal(name: string, opts: JournalOptions): Promise<WireCommandOutput | undefined> {
+    return this.getOptional<WireCommandOutput>(journalPath(name, opts, false));
+  }
+
+  async followJournal(name: string, opts: JournalOptions, sink: (chunk: string) => void): Promise<boolean> {
+    const path = journalPath(name, opts, true);
+    const res = await this.send("GET", path, undefined, true);
+    if (res.statusCode === 404) {
+      res.resume();
+      return false;
+    }
+    if (res.statusCode === undefined || res.statusCode < 200 || res.statusCode > 299) {
+      throw apiError(res.statusCode ?? 0, await readBody(res));
+    }
+    res.setEncoding("utf8");
+    await new Promise<void>((resolve, reject) => {
+      res.on("data", (chunk: string) => sink(chunk));
+      res.on("end", resolve);
+      res.on("error", (err) => reject(this.transportError("GET", path, err)));
+    });
+    return true;
+  }
+
+  /** GET every page, following nextPageToken until there is none (fleet's client/http.go). */
+  private async list<P extends { nextPageToken?: string }, T>(
+    path: string,
+    items: (page: P) => T[] | undefined,
+  ): Promise<T[]> {
+    const all: T[] = [];
+    const seen = new Set<string>();
+    let token: string | undefined;
+    do {
+      const query = token === undefined ? "?alt=json" : `?alt=json&nextPageToken=${encodeURIComponent(token)}`;
+      const page = parseJson<P>(await this.call("GET", path + query), path);
+      all.push(...(items(page) ?? []));
+      token = page.nextPageToken || undefined;
+      // A server repeating a token would otherwise loop forever.
+      if (token !== undefined && seen.has(token)) break;
+      if (token !== undefined) seen.add(token);
+    } while (token !== undefined);
+    return all;
+  }
+
+  private async getOptional<T>(path: string): Promise<T | undefined> {
+    try {
+      return parseJson<T>(await this.call("GET", path), path);
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async call(method: string, path: string, body?: string): Promise<string> {
+    const res = await this.send(method, path, body, false);
+    const text = await readBody(res).catch((err: Error) => {
+      throw this.transportError(method, path, err);
+    });
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) throw apiError(status, text);
+    return text;
+  }
+
+  /**
+   * Sends one request. The timeout covers connecting and the whole answer; for a streamed
+   * answer (`stream`) it stops once the headers have arrived.
+   */
+  private send(method: string, path: string, body: string | undefined, stream: boolean): Promise<http.IncomingMessage> {
+    const { endpoint, timeoutMs, debug } = this.opts;
+    const fullPath = endpoint.kind === "tcp" ? endpoint.basePath + path : path;
+    const url = `http://${this.host}${fullPath}`;
+    debug?.(`HTTP ${method} ${url}`);
+    return new Promise((resolve, reject) => {
+      const req = http.request({
+        method,
+        path: fullPath,
+        agent: this.agent,
+        headers: { Host: this.host, "User-Agent": "fleetctl (flotilla)", ...(body !== undefined ? JSON_HEADERS : {}) },
+        ...(endpoint.kind === "unix" ? { socketPath: endpoint.socketPath } : { host: endpoint.host, port: endpoint.port }),
+      });
+      const timer = setTimeout(() => {
+        req.destroy(
+          new TransportError(
+            `fleet API at ${endpoint.display} did not answer ${method} ${path} within ${formatSeconds(timeoutMs)} (--request-timeout)`,
+          ),
+        );
+      }, timeoutMs);
+      req.on("error", (err) => {
+        clearTimeout(timer);
+        reject(err instanceof TransportError ? err : this.transportError(method, path, err));
+      });
+      req.on("response", (res) => {
+        debug?.(`HTTP ${method} ${url} ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());
+        if (stream) clearTimeout(timer);
+        else res.on("end", () => clearTimeout(timer)).on("close", () => clearTimeout(timer));
+        resolve(res);
+      });
+      req.end(body);
+    });
+  }
+
+  private transportError(method: string, path: string, err: Error): TransportError {
+    const code = (err as NodeJS.ErrnoException).code;
+    const cause = code !== undefined && code in ERRNO_TEXT ? `${ERRNO_TEXT[code]} (${code})` : err.message;
+    return new TransportError(`cannot reach fleet API at ${this.opts.endpoint.display} (${method} ${path}): ${cause}`);
+  }
+}
+
+const ERRNO_TEXT: Record<string, string> = {
+  ECONNREFUSED: "connection refused",
+  ENOENT: "no such socket file",
+  EACCES: "permission denied",
+  ENOTFOUND: "no such host",
+  EAI_AGAIN: "temporary failure in name resolution",
+  ECONNRESET: "connection reset by peer",
+  EHOSTUNREACH: "no route to host",
+  ENETUNREACH: "network is unreachable",
+  ENOTSOCK: "not a socket",
+  EPIPE: "broken pipe",
+};
+
+function journalPath(name: string, opts: JournalOptions, follow: boolean): string {
+  const query = `lines=${opts.lines}&output=${encodeURIComponent(opts.output)}${follow ? "&follow=1" : ""}`;
+  return `${EXT_PREFIX}/units/${encodeURIComponent(name)}/journal?${query}`;
+}
+
+function hostHeader(endpoint: Extract<Endpoint, { kind: "tcp" }>): string {
+  const host = endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host;
+  return endpoint.port === 80 ? host : `${host}:${endpoint.port}`;
+}
+
+function readBody(res: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    res.setEncoding("utf8");
+    res.on("data", (chunk: string) => {
+      text += chunk;
+    });
+    res.on("end", () => resolve(text));
+    res.on("error", reject);
+    res.on("aborted", () => reject(new Error("response aborted")));
+  });
+}
+
+function apiError(status: number, body: string): ApiError {
+  try {
+    const parsed = JSON.parse(body) as Partial<WireError>;
+    if (parsed.error && typeof parsed.error.message === "string") {
+      return new ApiError(status, parsed.error.message);
+    }
+  } catch {
+    // Not fleet's error JSON: report the status alone.
+  }
+  return new ApiError(status, "");
+}
+
+function parseJson<T>(text: string, path: string): T {
+  try {
+    return (text === "" ? {} : JSON.parse(text)) as T;
+  } catch {
+    throw new Error(`invalid JSON in answer to ${path}`);
+  }
+}
+
+function formatSeconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(3))}s`;
+}
+
+export type { RawResponse };
