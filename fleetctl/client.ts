@@ -69,12 +69,6 @@ export interface ClientOptions {
   debug?: (line: string) => void;
 }
 
-interface RawResponse {
-  status: number;
-  statusMessage: string;
-  body: string;
-}
-
 const JSON_HEADERS = { "Content-Type": "application/json" };
 
 export function unitPath(name: string): string {
@@ -143,15 +137,15 @@ export class HttpFleetApi implements FleetApi {
 
   async followJournal(name: string, opts: JournalOptions, sink: (chunk: string) => void): Promise<boolean> {
     const path = journalPath(name, opts, true);
-    const res = await this.send("GET", path, undefined, true);
-    if (res.statusCode === 404) {
-      res.resume();
-      return false;
-    }
-    if (res.statusCode === undefined || res.statusCode < 200 || res.statusCode > 299) {
-      throw apiError(res.statusCode ?? 0, await readBody(res));
-    }
+    const { res } = await this.send("GET", path, undefined, true);
     res.setEncoding("utf8");
+    const status = res.statusCode ?? 0;
+    if (status < 200 || status > 299) {
+      let text = "";
+      for await (const chunk of res) text += chunk;
+      if (status === 404) return false;
+      throw apiError(status, text);
+    }
     await new Promise<void>((resolve, reject) => {
       res.on("data", (chunk: string) => sink(chunk));
       res.on("end", resolve);
@@ -190,25 +184,34 @@ export class HttpFleetApi implements FleetApi {
   }
 
   private async call(method: string, path: string, body?: string): Promise<string> {
-    const res = await this.send(method, path, body, false);
-    const text = await readBody(res).catch((err: Error) => {
-      throw this.transportError(method, path, err);
-    });
+    const { res, text } = await this.send(method, path, body, false);
     const status = res.statusCode ?? 0;
     if (status < 200 || status > 299) throw apiError(status, text);
     return text;
   }
 
   /**
-   * Sends one request. The timeout covers connecting and the whole answer; for a streamed
-   * answer (`stream`) it stops once the headers have arrived.
+   * Sends one request. The timeout covers connecting and reading the whole answer; for a
+   * streamed answer (`stream`) it stops once the headers have arrived and the body is left unread.
    */
-  private send(method: string, path: string, body: string | undefined, stream: boolean): Promise<http.IncomingMessage> {
+  private send(
+    method: string,
+    path: string,
+    body: string | undefined,
+    stream: boolean,
+  ): Promise<{ res: http.IncomingMessage; text: string }> {
     const { endpoint, timeoutMs, debug } = this.opts;
     const fullPath = endpoint.kind === "tcp" ? endpoint.basePath + path : path;
     const url = `http://${this.host}${fullPath}`;
     debug?.(`HTTP ${method} ${url}`);
     return new Promise((resolve, reject) => {
+      let settled = false;
+      const fail = (err: Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(err instanceof TransportError ? err : this.transportError(method, path, err));
+      };
       const req = http.request({
         method,
         path: fullPath,
@@ -217,21 +220,34 @@ export class HttpFleetApi implements FleetApi {
         ...(endpoint.kind === "unix" ? { socketPath: endpoint.socketPath } : { host: endpoint.host, port: endpoint.port }),
       });
       const timer = setTimeout(() => {
-        req.destroy(
-          new TransportError(
-            `fleet API at ${endpoint.display} did not answer ${method} ${path} within ${formatSeconds(timeoutMs)} (--request-timeout)`,
-          ),
+        const err = new TransportError(
+          `fleet API at ${endpoint.display} did not answer ${method} ${path} within ${formatSeconds(timeoutMs)} (--request-timeout)`,
         );
+        fail(err);
+        req.destroy(err);
       }, timeoutMs);
-      req.on("error", (err) => {
-        clearTimeout(timer);
-        reject(err instanceof TransportError ? err : this.transportError(method, path, err));
-      });
+      req.on("error", fail);
       req.on("response", (res) => {
         debug?.(`HTTP ${method} ${url} ${res.statusCode} ${res.statusMessage ?? ""}`.trimEnd());
-        if (stream) clearTimeout(timer);
-        else res.on("end", () => clearTimeout(timer)).on("close", () => clearTimeout(timer));
-        resolve(res);
+        if (stream) {
+          settled = true;
+          clearTimeout(timer);
+          resolve({ res, text: "" });
+          return;
+        }
+        let text = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          text += chunk;
+        });
+        res.on("error", fail);
+        res.on("aborted", () => fail(new Error("connection closed before the answer was complete")));
+        res.on("end", () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve({ res, text });
+        });
       });
       req.end(body);
     });
@@ -267,19 +283,6 @@ function hostHeader(endpoint: Extract<Endpoint, { kind: "tcp" }>): string {
   return endpoint.port === 80 ? host : `${host}:${endpoint.port}`;
 }
 
-function readBody(res: http.IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = "";
-    res.setEncoding("utf8");
-    res.on("data", (chunk: string) => {
-      text += chunk;
-    });
-    res.on("end", () => resolve(text));
-    res.on("error", reject);
-    res.on("aborted", () => reject(new Error("response aborted")));
-  });
-}
-
 function apiError(status: number, body: string): ApiError {
   try {
     const parsed = JSON.parse(body) as Partial<WireError>;
@@ -303,5 +306,3 @@ function parseJson<T>(text: string, path: string): T {
 function formatSeconds(ms: number): string {
   return `${Number((ms / 1000).toFixed(3))}s`;
 }
-
-export type { RawResponse };

@@ -62,8 +62,12 @@ export function globalUnitsFor<T extends UnitRef & { desiredState: DesiredState 
   units: readonly T[],
   placements: Placements,
 ): T[] {
+  // Inactive units are about to be unscheduled and their agent will not run them: they block nothing.
   const admitted: UnitRef[] = units.filter(
-    (u) => !u.requirements.global && placements.schedule.get(u.name)?.machineID === machine.id,
+    (u) =>
+      !u.requirements.global &&
+      u.desiredState !== "inactive" &&
+      placements.schedule.get(u.name)?.machineID === machine.id,
   );
   const out: T[] = [];
   const globals = units

@@ -37,10 +37,9 @@ export class Engine {
       const leading = await this.election.campaign();
       if (leading !== this.leading) {
         this.leading = leading;
-        if (leading) {
-          this.settleUntil = now + this.opts.ttlSeconds * 1000;
-          this.log.info({ settleMs: this.opts.ttlSeconds * 1000 }, "became the engine leader");
-        } else this.log.info("lost the engine leadership");
+        // No settling on takeover: other machines' leases live in etcd, not in the old leader,
+        // so a machine missing from the snapshot really has gone.
+        this.log.info(leading ? "became the engine leader" : "lost the engine leadership");
       }
       if (!leading) return;
       const snap = await this.registry.snapshot();

@@ -1,0 +1,145 @@
+// Unit file text <-> options, byte-compatible with the go-systemd `unit` package that fleet uses
+// (Deserialize after go-systemd PR #108, which keeps line continuations in values, and Serialize).
+// The hash of a unit is the SHA1 of its serialization, so any difference here would split the
+// registry's content-addressed unit bodies from fleet's.
+//
+// Where go-systemd silently drops text (anything before the first section, the line after a
+// comment ending in "\") or accepts nonsense (a section name spanning lines, an empty key, an
+// empty file), this parser raises a UnitFileError instead, so no content is lost unnoticed.
+
+import { createHash } from "node:crypto";
+import type { UnitOption } from "../model.js";
+import { goTrimLeft, goTrimSpace } from "./go.js";
+
+/** go-systemd rejects lines of this many bytes or more: systemd silently truncated them. */
+const LINE_MAX_BYTES = 2048;
+
+export class UnitFileError extends Error {
+  override readonly name = "UnitFileError";
+
+  /** `message` is the bare problem; the error's message is prefixed `source:line: `. */
+  constructor(
+    message: string,
+    readonly source: string,
+    readonly line?: number,
+  ) {
+    super(`${line === undefined ? source : `${source}:${line}`}: ${message}`);
+  }
+}
+
+export function parseUnitFile(text: string, source: string): UnitOption[] {
+  // A leading byte-order mark is editor noise (go-systemd skips it with the other pre-section text).
+  const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
+  const fail = (message: string, index: number): never => {
+    throw new UnitFileError(message, source, index + 1);
+  };
+  for (const [index, line] of lines.entries()) {
+    if (Buffer.byteLength(line) >= LINE_MAX_BYTES) fail(`line too long (max ${LINE_MAX_BYTES} bytes)`, index);
+  }
+
+  const options: UnitOption[] = [];
+  let section: string | undefined;
+  let index = 0;
+  while (index < lines.length) {
+    const content = goTrimLeft(lines[index] ?? "");
+    if (content === "") {
+      index++;
+    } else if (isCommentStart(content)) {
+      index = endOfComment(lines, index, fail);
+    } else if (content.startsWith("[")) {
+      section = sectionName(content, (message) => fail(message, index));
+      index++;
+    } else {
+      if (section === undefined) fail("line is outside any [Section]", index);
+      const equals = content.indexOf("=");
+      if (equals === -1) fail(`expected "Name=Value", found no "=" in ${JSON.stringify(content)}`, index);
+      const name = goTrimSpace(content.slice(0, equals));
+      if (name === "") fail("option has an empty name", index);
+      const { value, next } = readValue(lines, index, content.slice(equals + 1));
+      options.push({ section: section as string, name, value });
+      index = next;
+    }
+  }
+  if (options.length === 0) throw new UnitFileError("unit file has no options", source);
+  return options;
+}
+
+/**
+ * go-systemd Serialize: sections in first-seen order, each `[Section]\n` followed by its options'
+ * `Name=Value\n` in their original order, with one blank line between sections.
+ */
+export function serializeUnit(options: UnitOption[]): string {
+  const bySection = new Map<string, UnitOption[]>();
+  for (const option of options) {
+    const group = bySection.get(option.section);
+    if (group) group.push(option);
+    else bySection.set(option.section, [option]);
+  }
+  return [...bySection]
+    .map(([section, group]) => `[${section}]\n${group.map((o) => `${o.name}=${o.value}\n`).join("")}`)
+    .join("\n");
+}
+
+export function unitHash(options: UnitOption[]): string {
+  return createHash("sha1").update(serializeUnit(options), "utf8").digest("hex");
+}
+
+function isCommentStart(content: string): boolean {
+  return content.startsWith("#") || content.startsWith(";");
+}
+
+function sectionName(content: string, fail: (message: string) => never): string {
+  const close = content.indexOf("]");
+  // go-systemd would read on to a "]" on a later line and make the newline part of the name.
+  if (close === -1) fail(`unterminated section header ${JSON.stringify(content)}`);
+  const name = content.slice(1, close);
+  if (name === "") fail("empty section name");
+  const trailing = goTrimSpace(content.slice(close + 1));
+  if (trailing !== "") fail(`unexpected text after section header: ${JSON.stringify(trailing)}`);
+  return name;
+}
+
+/**
+ * go-systemd treats a comment ending in "\" (ignoring one trailing space) as continuing onto the
+ * next line, which it then ignores too. That is harmless for commented-out continuations, but would
+ * silently drop an option or header, so a continued comment may only swallow comments or blanks.
+ * Returns the index of the first line after the comment.
+ */
+function endOfComment(lines: string[], start: number, fail: (message: string, index: number) => never): number {
+  let index = start;
+  while (continuesComment(lines[index] ?? "") && index + 1 < lines.length) {
+    index++;
+    const swallowed = goTrimLeft(lines[index] ?? "");
+    if (swallowed !== "" && !isCommentStart(swallowed)) {
+      fail(`this line would be ignored: the comment on line ${index} ends with "\\" and continues onto it`, index);
+    }
+  }
+  return index + 1;
+}
+
+function continuesComment(line: string): boolean {
+  return (line.endsWith(" ") ? line.slice(0, -1) : line).endsWith("\\");
+}
+
+/**
+ * An option value as go-systemd reads it. A line ending in "\" continues the value onto the next
+ * line, and the value keeps the backslash, the newline and the next line verbatim (so serializing
+ * reproduces the continuation). A blank line ends a continuation. The whole value is trimmed, except
+ * that a newline left by a continuation followed by a blank line, or by the end of the file, stays.
+ * Returns the value and the index of the first line after it.
+ */
+function readValue(lines: string[], start: number, afterEquals: string): { value: string; next: number } {
+  let value = "";
+  let index = start;
+  let segment = afterEquals;
+  while (goTrimSpace(segment) !== "") {
+    value += segment;
+    const isLastLine = index === lines.length - 1;
+    if (!segment.endsWith("\\") || isLastLine) break;
+    value += "\n";
+    index++;
+    segment = lines[index] ?? "";
+  }
+  const trimmed = goTrimSpace(value);
+  return { value: value.endsWith("\n") ? `${trimmed}\n` : trimmed, next: index + 1 };
+}

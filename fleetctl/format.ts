@@ -1,0 +1,145 @@
+// Cell and table formatting for list-units, list-unit-files and list-machines
+// (fleet-compat.md §1.3). Pure: callers fetch the data, these functions only shape it.
+
+import type { WireMachine, WireUnit, WireUnitOption, WireUnitState } from "../agent/api/schema.js";
+import { tabwrite } from "./tabwriter.js";
+import { unitHash } from "./unit-shim.js";
+
+/** `113f16a7...`, or the full ID with --full (fleet's machineIDLegend). */
+export function machineIDLegend(id: string, full: boolean): string {
+  return full ? id : `${id.slice(0, 8)}...`;
+}
+
+/** Machine legend plus `/<publicIP>` when the IP is known (fleet's machineFullLegend). */
+export function machineFullLegend(machine: Pick<WireMachine, "id" | "primaryIP">, full: boolean): string {
+  const legend = machineIDLegend(machine.id, full);
+  return machine.primaryIP ? `${legend}/${machine.primaryIP}` : legend;
+}
+
+/** `k=v` pairs sorted by key, joined by `,`. */
+export function formatMetadata(metadata: Record<string, string>): string {
+  return Object.keys(metadata)
+    .sort(compareStrings)
+    .map((k) => `${k}=${metadata[k]}`)
+    .join(",");
+}
+
+/** `[X-Fleet] Global=`; the last value wins and true/yes/1/on/t (any case) are truthy (job.go IsGlobal). */
+export function isGlobalUnit(options: readonly WireUnitOption[] | undefined): boolean {
+  let global = false;
+  for (const o of options ?? []) {
+    if (o.section === "X-Fleet" && o.name === "Global") {
+      global = ["true", "yes", "1", "on", "t"].includes(o.value.toLowerCase());
+    }
+  }
+  return global;
+}
+
+/** The last `[Unit] Description=` (go-systemd UnitFile.Description). */
+function unitDescription(options: readonly WireUnitOption[] | undefined): string {
+  let desc = "";
+  for (const o of options ?? []) if (o.section === "Unit" && o.name === "Description") desc = o.value;
+  return desc;
+}
+
+/** Byte-wise order, as Go's sort.Strings and etcd's sorted listings. */
+export function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Flotilla's `reason` may hold any text; keep it on one table line. */
+function oneLine(text: string | undefined): string {
+  const t = (text ?? "").replace(/\s+/g, " ").trim();
+  return t === "" ? "-" : t;
+}
+
+export interface FieldContext {
+  full: boolean;
+  machine(id: string): WireMachine | undefined;
+  /** WireUnit.reason by unit name (list-units only; list-unit-files reads the unit itself). */
+  reason(name: string): string | undefined;
+}
+
+type Field<T> = (row: T, ctx: FieldContext) => string;
+
+function machineField(id: string | undefined, ctx: FieldContext): string {
+  if (!id) return "-";
+  return machineFullLegend(ctx.machine(id) ?? { id }, ctx.full);
+}
+
+function dash(value: string | undefined): string {
+  return value ? value : "-";
+}
+
+export const LIST_UNITS_FIELDS: Record<string, Field<WireUnitState>> = {
+  unit: (us) => us.name,
+  load: (us) => dash(us.systemdLoadState),
+  active: (us) => dash(us.systemdActiveState),
+  sub: (us) => dash(us.systemdSubState),
+  machine: (us, ctx) => machineField(us.machineID, ctx),
+  hash: (us, ctx) => (us.hash ? (ctx.full ? us.hash : us.hash.slice(0, 7)) : "-"),
+  reason: (us, ctx) => oneLine(ctx.reason(us.name)),
+};
+export const DEFAULT_LIST_UNITS_FIELDS = "unit,machine,active,sub";
+
+function targetField(u: WireUnit, ctx: FieldContext): string {
+  return isGlobalUnit(u.options) ? "global" : machineField(u.machineID, ctx);
+}
+
+export const LIST_UNIT_FILES_FIELDS: Record<string, Field<WireUnit>> = {
+  unit: (u) => u.name,
+  global: (u) => String(isGlobalUnit(u.options)),
+  dstate: (u) => dash(u.desiredState),
+  target: targetField,
+  tmachine: targetField,
+  state: (u) => (isGlobalUnit(u.options) ? "-" : dash(u.currentState)),
+  hash: (u, ctx) => {
+    const hash = unitHash(u.options ?? []);
+    return ctx.full ? hash : hash.slice(0, 7);
+  },
+  desc: (u) => dash(unitDescription(u.options)),
+  reason: (u) => oneLine(u.reason),
+};
+export const DEFAULT_LIST_UNIT_FILES_FIELDS = "unit,hash,dstate,state,target";
+
+export const LIST_MACHINES_FIELDS: Record<string, Field<WireMachine>> = {
+  machine: (m, ctx) => machineIDLegend(m.id, ctx.full),
+  ip: (m) => dash(m.primaryIP),
+  metadata: (m) => (m.metadata && Object.keys(m.metadata).length > 0 ? formatMetadata(m.metadata) : "-"),
+};
+export const DEFAULT_LIST_MACHINES_FIELDS = "machine,ip,metadata";
+
+/** Valid keys for the --fields help text, sorted as fleet prints them. */
+export function fieldKeys(fields: Record<string, unknown>): string {
+  return Object.keys(fields).sort(compareStrings).join(",");
+}
+
+/** Splits --fields; returns fleet's error message for an empty or unknown key. */
+export function parseFields(spec: string, fields: Record<string, unknown>): string[] | { error: string } {
+  if (spec === "") return { error: "Must define output format" };
+  const cols = spec.split(",");
+  for (const c of cols) {
+    if (!Object.hasOwn(fields, c)) return { error: `Invalid key in output format: ${goQuote(c)}` };
+  }
+  return cols;
+}
+
+/** The table as fleetctl prints it: upper-cased header unless --no-legend, TAB-aligned. */
+export function renderTable<T>(
+  cols: string[],
+  rows: readonly T[],
+  fields: Record<string, Field<T>>,
+  ctx: FieldContext,
+  noLegend: boolean,
+): string {
+  let text = noLegend ? "" : `${cols.join("\t").toUpperCase()}\n`;
+  for (const row of rows) {
+    text += `${cols.map((c) => (fields[c] as Field<T>)(row, ctx)).join("\t")}\n`;
+  }
+  return tabwrite(text);
+}
+
+/** Go's %q for the printable ASCII strings flags hold; other characters are escaped JSON-style. */
+export function goQuote(s: string): string {
+  return JSON.stringify(s);
+}
