@@ -48,7 +48,8 @@ export function ableToRun(unit: UnitRef, machine: Machine, view: PlacementView):
     }
   }
   const conflict = here && firstConflict(unit, here.values());
-  if (conflict) return { ok: false, rule: "conflicts", reason: `conflicts with ${conflict}`, other: conflict };
+  if (conflict)
+    return { ok: false, rule: "conflicts", reason: `conflicts with ${conflict}`, other: conflict };
   return { ok: true };
 }
 

@@ -1,0 +1,438 @@
+// The engine's reconcile pass (fleet-compat.md §4, engine/reconciler.go): compare the units' desired
+// states with the schedule and return what to change, each change with a reason for the logs.
+// Pure: the caller reads the snapshot, supplies `now`, and applies the actions (engine.ts).
+//
+// One pass, in order:
+//   1. drop placements that are invalid now (inactive, machine gone, rules no longer met, replaced),
+//      cascading to MachineOf followers;
+//   2. move units that systemd gave up on (fleet#1103), with backoff and a move limit;
+//   3. place every unplaced unit on its least-loaded eligible machine, in name order, repeating
+//      until nothing more fits so followers named before their target still land in this pass;
+//   4. record why the rest could not be placed, and forget stale failure records.
+
+import type { FailureRecord, Machine, Placement, Requirements, UnitRecord, UnitState } from "../model.js";
+import type { PendingReason } from "../registry/registry.js";
+import {
+  ableToRun,
+  compare,
+  displacedBy,
+  formatMetadata,
+  globalUnitsFor,
+  isTemplate,
+  placementView,
+  type Rule,
+  replaces,
+  shortID,
+  type UnitRef,
+} from "./eligibility.js";
+
+export interface SchedUnit extends UnitRecord {
+  requirements: Requirements;
+}
+
+export interface EnginePolicy {
+  /** How many times a failed unit is moved before the engine leaves it where it failed. */
+  maxMoves: number;
+  /** Wait before the n-th move is backoffBaseMs * 2^n, counted from the current placement. */
+  backoffBaseMs: number;
+}
+
+export interface EngineInput {
+  now: number;
+  units: SchedUnit[];
+  schedule: Map<string, Placement>;
+  pending: Map<string, PendingReason>;
+  failures: Map<string, FailureRecord>;
+  machines: Machine[];
+  states: UnitState[];
+  /** Just became leader or etcd just came back: a missing machine may only be unseen, not lost. */
+  settling: boolean;
+  policy: EnginePolicy;
+}
+
+export type EngineAction =
+  | { kind: "unschedule"; unit: string; machineID: string; reason: string }
+  | { kind: "schedule"; unit: string; machineID: string; reason: string }
+  /** Could not place the unit; `reason` says why. Only emitted when the reason changed. */
+  | { kind: "pending"; unit: string; reason: string }
+  | { kind: "clear-pending"; unit: string }
+  /** Write (or, when undefined, delete) the unit's failure record. */
+  | { kind: "failures"; unit: string; record: FailureRecord | undefined };
+
+export function decide(input: EngineInput): EngineAction[] {
+  return new Pass(input).run();
+}
+
+/** How far a machine got through the checks for a unit; the furthest explains a pending unit. */
+const STAGE: Record<Rule | "replaced" | "excluded" | "ok", number> = {
+  machineID: 0,
+  metadata: 1,
+  machineOf: 2,
+  conflicts: 3,
+  replaced: 4,
+  excluded: 5,
+  ok: 6,
+};
+
+interface Verdict {
+  machine: Machine;
+  stage: number;
+  reason: string;
+  /** The conflicting or replacing unit. */
+  other?: string;
+}
+
+class Pass {
+  private readonly actions: EngineAction[] = [];
+  private readonly units: Map<string, SchedUnit>;
+  private readonly machines: Map<string, Machine>;
+  /** Machines in ID order, the scheduler's tie-break. */
+  private readonly machineList: Machine[];
+  /** The working schedule: engine-placed units by name. */
+  private readonly placed = new Map<string, { machineID: string }>();
+  private view = new Map<string, Map<string, UnitRef>>();
+  /** Units to place in step 3. */
+  private readonly queue = new Set<string>();
+  /** Units unscheduled this pass for a reason other than inactivity, to explain their next placement. */
+  private readonly moved = new Map<string, { from: string; why: string }>();
+  /** Placed at most once per pass, so a chain of Replaces cannot make the pass loop. */
+  private readonly scheduledThisPass = new Set<string>();
+  /** Machines a failed unit must not return to, and the reason its new placement will carry. */
+  private readonly migrations = new Map<string, { exclude: ReadonlySet<string>; reason: string }>();
+  private readonly failuresWritten = new Set<string>();
+
+  constructor(private readonly input: EngineInput) {
+    this.units = new Map(input.units.map((u) => [u.name, u]));
+    this.machineList = [...input.machines].sort((a, b) => compare(a.id, b.id));
+    this.machines = new Map(this.machineList.map((m) => [m.id, m]));
+  }
+
+  run(): EngineAction[] {
+    this.loadSchedule();
+    this.settle();
+    this.migrateFailed();
+    const pending = this.placeAll();
+    this.writePending(pending);
+    this.forgetFailures();
+    return this.actions;
+  }
+
+  /** Takes the input schedule, dropping placements the engine should never have made. */
+  private loadSchedule(): void {
+    for (const [name, { machineID }] of sorted(this.input.schedule)) {
+      const unit = this.units.get(name);
+      const wrong = !unit
+        ? "unit no longer exists"
+        : unit.requirements.global
+          ? "global units are not scheduled by the engine"
+          : isTemplate(name)
+            ? "templates are never scheduled"
+            : undefined;
+      if (wrong) this.actions.push({ kind: "unschedule", unit: name, machineID, reason: wrong });
+      else this.placed.set(name, { machineID });
+    }
+    this.view = placementView(this.input.units, { schedule: this.placed }, this.machineList);
+  }
+
+  /** Step 1: unschedules every placement that is no longer valid, until none is left. */
+  private settle(): void {
+    for (let changed = true; changed; ) {
+      changed = false;
+      for (const name of [...this.placed.keys()].sort(compare)) {
+        const machineID = this.placed.get(name)?.machineID;
+        if (machineID === undefined) continue;
+        const invalid = this.invalid(this.unit(name), machineID);
+        if (!invalid) continue;
+        this.unschedule(name, machineID, invalid.reason, invalid.why);
+        changed = true;
+      }
+    }
+  }
+
+  private invalid(unit: SchedUnit, machineID: string): { reason: string; why?: string } | undefined {
+    if (unit.desiredState === "inactive") return { reason: "desired state is inactive" };
+    const machine = this.machines.get(machineID);
+    if (!machine) {
+      return this.input.settling
+        ? undefined
+        : { reason: `machine ${shortID(machineID)} went away`, why: "machine went away" };
+    }
+    const able = ableToRun(unit, machine, this.view);
+    if (!able.ok) return { reason: able.reason, why: able.reason };
+    const by = displacedBy(unit, machineID, this.view);
+    if (by) return { reason: `replaced by ${by}`, why: `replaced by ${by}` };
+    return undefined;
+  }
+
+  /** Step 2: moves launched units whose systemd state on their machine is `failed`. */
+  private migrateFailed(): void {
+    const { now, policy } = this.input;
+    const failed = new Set(
+      this.input.states
+        .filter((s) => s.activeState === "failed")
+        .map((s) => `${s.name}\n${s.machineID}\n${s.hash}`),
+    );
+    for (const unit of [...this.units.values()].sort((a, b) => compare(a.name, b.name))) {
+      const from = this.placed.get(unit.name)?.machineID;
+      if (from === undefined || unit.desiredState !== "launched" || !this.machines.has(from)) continue;
+      if (!failed.has(`${unit.name}\n${from}\n${unit.hash}`)) continue;
+      const prior = this.input.failures.get(unit.name);
+      const record = prior?.hash === unit.hash ? prior : undefined;
+      if (record?.gaveUp) continue;
+      const moves = record?.moves ?? [];
+      if (moves.length >= policy.maxMoves) {
+        const where = [...new Set([...moves.map((m) => m.from), from])].map(shortID);
+        const gaveUp =
+          `failed on ${plural(where.length, "machine")} (${where.join(", ")}); ` +
+          `stopped moving after ${plural(moves.length, "move")}`;
+        this.writeFailures(unit.name, { hash: unit.hash, moves, gaveUp });
+        continue;
+      }
+      const since = this.input.schedule.get(unit.name)?.at ?? now;
+      if (now < since + policy.backoffBaseMs * 2 ** moves.length) continue;
+      const exclude = new Set([...moves.map((m) => m.from), from]);
+      if (!this.machineList.some((m) => !exclude.has(m.id) && this.evaluate(unit, m).stage === STAGE.ok)) {
+        this.writeFailures(unit.name, { hash: unit.hash, moves, gaveUp: "failed on every eligible machine" });
+        continue;
+      }
+      this.unschedule(unit.name, from, `failed on ${shortID(from)}`);
+      this.writeFailures(unit.name, { hash: unit.hash, moves: [...moves, { from, at: now }] });
+      this.migrations.set(unit.name, {
+        exclude,
+        reason: `moved from ${shortID(from)}: failed there (move ${moves.length + 1}/${policy.maxMoves})`,
+      });
+      this.settle();
+    }
+  }
+
+  /** Step 3: places what it can; returns why each remaining unit could not be placed. */
+  private placeAll(): Map<string, string> {
+    for (const unit of this.units.values()) {
+      if (this.schedulable(unit) && !this.placed.has(unit.name)) this.queue.add(unit.name);
+    }
+    const pending = new Map<string, string>();
+    for (let progress = true; progress; ) {
+      progress = false;
+      for (const name of [...this.queue].sort(compare)) {
+        const unit = this.unit(name);
+        const moved = this.moved.get(name);
+        if (this.scheduledThisPass.has(name) && moved) {
+          pending.set(name, `${moved.why} on ${shortID(moved.from)}; placing it again next pass`);
+          continue;
+        }
+        const choice = this.choose(unit);
+        if ("pending" in choice) {
+          pending.set(name, choice.pending);
+          continue;
+        }
+        this.place(unit, choice.machine, choice.reason);
+        pending.delete(name);
+        progress = true;
+      }
+    }
+    return pending;
+  }
+
+  private choose(unit: SchedUnit): { machine: string; reason: string } | { pending: string } {
+    if (this.machineList.length === 0) return { pending: "no machines" };
+    const verdicts = this.machineList.map((m) => this.evaluate(unit, m));
+    let best: Machine | undefined;
+    let eligible = 0;
+    for (const v of verdicts) {
+      if (v.stage !== STAGE.ok) continue;
+      eligible++;
+      // Ties keep the earlier machine, i.e. the lower ID.
+      if (!best || this.load(v.machine.id) < this.load(best.id)) best = v.machine;
+    }
+    if (!best) return { pending: this.pendingReason(unit, verdicts) };
+    return { machine: best.id, reason: this.scheduleReason(unit, eligible) };
+  }
+
+  private evaluate(unit: SchedUnit, machine: Machine): Verdict {
+    const able = ableToRun(unit, machine, this.view);
+    if (!able.ok) return { machine, stage: STAGE[able.rule], reason: able.reason, other: able.other };
+    const by = displacedBy(unit, machine.id, this.view);
+    if (by) return { machine, stage: STAGE.replaced, reason: `replaced by ${by}`, other: by };
+    if (this.migrations.get(unit.name)?.exclude.has(machine.id)) {
+      return { machine, stage: STAGE.excluded, reason: "failed there" };
+    }
+    return { machine, stage: STAGE.ok, reason: "" };
+  }
+
+  /** Units placed there plus the global units that run there. */
+  private load(machineID: string): number {
+    return this.view.get(machineID)?.size ?? 0;
+  }
+
+  private place(unit: SchedUnit, machineID: string, reason: string): void {
+    const here = this.occupants(machineID);
+    const displaced = [...here.values()]
+      .filter((other) => this.placed.has(other.name) && replaces(unit, other))
+      .map((other) => other.name)
+      .sort(compare);
+    // Admit the unit before evicting, so the global units recomputed on eviction already see it.
+    this.placed.set(unit.name, { machineID });
+    here.set(unit.name, unit);
+    this.queue.delete(unit.name);
+    this.scheduledThisPass.add(unit.name);
+    for (const name of displaced) {
+      this.unschedule(name, machineID, `replaced by ${unit.name}`, `replaced by ${unit.name}`);
+    }
+    this.actions.push({ kind: "schedule", unit: unit.name, machineID, reason });
+    if (displaced.length > 0) this.settle();
+  }
+
+  private unschedule(name: string, machineID: string, reason: string, why?: string): void {
+    this.placed.delete(name);
+    this.view.get(machineID)?.delete(name);
+    this.refreshGlobals(machineID);
+    this.actions.push({ kind: "unschedule", unit: name, machineID, reason });
+    if (why) this.moved.set(name, { from: machineID, why });
+    if (this.schedulable(this.unit(name))) this.queue.add(name);
+  }
+
+  /** A unit leaving a machine may let a global unit it conflicted with run there. */
+  private refreshGlobals(machineID: string): void {
+    const machine = this.machines.get(machineID);
+    const here = this.view.get(machineID);
+    if (!machine || !here) return;
+    for (const [name, unit] of here) if (unit.requirements.global) here.delete(name);
+    for (const g of globalUnitsFor(machine, this.input.units, { schedule: this.placed })) here.set(g.name, g);
+  }
+
+  private scheduleReason(unit: SchedUnit, eligible: number): string {
+    const migration = this.migrations.get(unit.name)?.reason;
+    if (migration) return migration;
+    const moved = this.moved.get(unit.name);
+    const req = unit.requirements;
+    if (req.machineOf.length > 0) {
+      const peers = `with peer ${req.machineOf.join(", ")}`;
+      return moved ? `${peers} (moved from ${shortID(moved.from)})` : peers;
+    }
+    if (moved) return `moved from ${shortID(moved.from)}: ${moved.why}`;
+    if (req.machineID !== undefined) return `pinned to machine ${req.machineID}`;
+    return eligible === 1 ? "only eligible machine" : `least loaded of ${eligible} eligible machines`;
+  }
+
+  /** Explains the furthest any machine got through the checks. */
+  private pendingReason(unit: SchedUnit, verdicts: Verdict[]): string {
+    const req = unit.requirements;
+    const furthest = Math.max(...verdicts.map((v) => v.stage));
+    switch (furthest) {
+      case STAGE.machineID:
+        return `machine ${req.machineID} is not in the cluster`;
+      case STAGE.metadata:
+        return req.machineID !== undefined
+          ? `machine ${req.machineID} ${verdicts.find((v) => v.stage === STAGE.metadata)?.reason}`
+          : `no machine has metadata ${formatMetadata(req.metadata)}`;
+      case STAGE.machineOf:
+        return this.peerReason(unit, verdicts);
+      case STAGE.excluded:
+        return `failed on ${[...(this.migrations.get(unit.name)?.exclude ?? [])].map(shortID).join(", ")}; no other machine is eligible`;
+      default: {
+        const blocked = verdicts.filter((v) => v.stage >= STAGE.conflicts);
+        const names = (stage: number) =>
+          [...new Set(blocked.filter((v) => v.stage === stage).map((v) => v.other ?? ""))]
+            .sort(compare)
+            .join(", ");
+        const conflicts = names(STAGE.conflicts);
+        const replacers = names(STAGE.replaced);
+        const why = [conflicts && `conflicts with ${conflicts}`, replacers && `replaced by ${replacers}`];
+        return `${why.filter(Boolean).join(" or ")} on every eligible machine`;
+      }
+    }
+  }
+
+  private peerReason(unit: SchedUnit, verdicts: Verdict[]): string {
+    const cycle = this.machineOfCycle(unit.name);
+    if (cycle) return `MachineOf cycle ${cycle.join(" → ")} can never be scheduled`;
+    const peers = unit.requirements.machineOf;
+    let common: string[] | undefined;
+    for (const peer of peers) {
+      const hosts = [...this.view].filter(([, here]) => here.has(peer)).map(([id]) => id);
+      if (hosts.length === 0) {
+        const p = this.units.get(peer);
+        if (!p) return `peer ${peer} does not exist`;
+        return p.desiredState === "inactive"
+          ? `waiting for peer ${peer}, which is inactive`
+          : `waiting for peer ${peer} to be scheduled`;
+      }
+      common = common ? common.filter((id) => hosts.includes(id)) : hosts;
+    }
+    const host = common?.sort(compare)[0];
+    if (host === undefined) return `peers ${peers.join(", ")} are on different machines`;
+    const at = `${peers.length > 1 ? "peers" : "peer"} ${peers.join(", ")} ${peers.length > 1 ? "are" : "is"} on ${shortID(host)}`;
+    const verdict = verdicts.find((v) => v.machine.id === host);
+    return verdict ? `${at}: ${verdict.reason}` : `${at}, which is not in the cluster`;
+  }
+
+  /** The MachineOf chain from `name` back to itself, if there is one: such units can never be placed. */
+  private machineOfCycle(name: string): string[] | undefined {
+    const seen = new Set<string>();
+    const walk = (path: string[]): string[] | undefined => {
+      const last = path[path.length - 1] as string;
+      for (const peer of this.units.get(last)?.requirements.machineOf ?? []) {
+        if (peer === name) return [...path, peer];
+        if (seen.has(peer)) continue;
+        seen.add(peer);
+        const found = walk([...path, peer]);
+        if (found) return found;
+      }
+      return undefined;
+    };
+    return walk([name]);
+  }
+
+  /** Step 4: a pending record only when the reason changed, so etcd is not rewritten every pass. */
+  private writePending(pending: Map<string, string>): void {
+    const names = new Set([...pending.keys(), ...this.input.pending.keys()]);
+    for (const name of [...names].sort(compare)) {
+      const reason = pending.get(name);
+      if (reason === undefined) this.actions.push({ kind: "clear-pending", unit: name });
+      else if (this.input.pending.get(name)?.reason !== reason) {
+        this.actions.push({ kind: "pending", unit: name, reason });
+      }
+    }
+  }
+
+  /** Failure records of another version of the unit, or of a unit unloaded or destroyed, are stale. */
+  private forgetFailures(): void {
+    for (const [name, record] of sorted(this.input.failures)) {
+      if (this.failuresWritten.has(name)) continue;
+      const unit = this.units.get(name);
+      const stale =
+        !unit || record.hash !== unit.hash || (unit.desiredState === "inactive" && !this.placed.has(name));
+      if (stale) this.actions.push({ kind: "failures", unit: name, record: undefined });
+    }
+  }
+
+  private writeFailures(name: string, record: FailureRecord): void {
+    this.failuresWritten.add(name);
+    this.actions.push({ kind: "failures", unit: name, record });
+  }
+
+  /** Units the engine places: not global, not templates, not inactive. */
+  private schedulable(unit: SchedUnit): boolean {
+    return !unit.requirements.global && !isTemplate(unit.name) && unit.desiredState !== "inactive";
+  }
+
+  private unit(name: string): SchedUnit {
+    const unit = this.units.get(name);
+    if (!unit) throw new Error(`scheduler: unknown unit ${name}`);
+    return unit;
+  }
+
+  private occupants(machineID: string): Map<string, UnitRef> {
+    let here = this.view.get(machineID);
+    if (!here) this.view.set(machineID, (here = new Map()));
+    return here;
+  }
+}
+
+function sorted<V>(map: ReadonlyMap<string, V>): [string, V][] {
+  return [...map].sort(([a], [b]) => compare(a, b));
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
