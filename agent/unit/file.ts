@@ -30,11 +30,10 @@ export class UnitFileError extends Error {
 export function parseUnitFile(text: string, source: string): UnitOption[] {
   // A leading byte-order mark is editor noise (go-systemd skips it with the other pre-section text).
   const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
-  const fail = (message: string, index: number): never => {
-    throw new UnitFileError(message, source, index + 1);
-  };
   for (const [index, line] of lines.entries()) {
-    if (Buffer.byteLength(line) >= LINE_MAX_BYTES) fail(`line too long (max ${LINE_MAX_BYTES} bytes)`, index);
+    if (Buffer.byteLength(line) >= LINE_MAX_BYTES) {
+      throw new UnitFileError(`line too long (max ${LINE_MAX_BYTES} bytes)`, source, index + 1);
+    }
   }
 
   const options: UnitOption[] = [];
@@ -42,21 +41,22 @@ export function parseUnitFile(text: string, source: string): UnitOption[] {
   let index = 0;
   while (index < lines.length) {
     const content = goTrimLeft(lines[index] ?? "");
+    const lineError = (message: string) => new UnitFileError(message, source, index + 1);
     if (content === "") {
       index++;
     } else if (isCommentStart(content)) {
-      index = endOfComment(lines, index, fail);
+      index = endOfComment(lines, index, source);
     } else if (content.startsWith("[")) {
-      section = sectionName(content, (message) => fail(message, index));
+      section = sectionName(content, lineError);
       index++;
     } else {
-      if (section === undefined) fail("line is outside any [Section]", index);
+      if (section === undefined) throw lineError("line is outside any [Section]");
       const equals = content.indexOf("=");
-      if (equals === -1) fail(`expected "Name=Value", found no "=" in ${JSON.stringify(content)}`, index);
+      if (equals === -1) throw lineError(`expected "Name=Value", found no "=" in ${JSON.stringify(content)}`);
       const name = goTrimSpace(content.slice(0, equals));
-      if (name === "") fail("option has an empty name", index);
+      if (name === "") throw lineError("option has an empty name");
       const { value, next } = readValue(lines, index, content.slice(equals + 1));
-      options.push({ section: section as string, name, value });
+      options.push({ section, name, value });
       index = next;
     }
   }
@@ -88,14 +88,14 @@ function isCommentStart(content: string): boolean {
   return content.startsWith("#") || content.startsWith(";");
 }
 
-function sectionName(content: string, fail: (message: string) => never): string {
+function sectionName(content: string, lineError: (message: string) => UnitFileError): string {
   const close = content.indexOf("]");
   // go-systemd would read on to a "]" on a later line and make the newline part of the name.
-  if (close === -1) fail(`unterminated section header ${JSON.stringify(content)}`);
+  if (close === -1) throw lineError(`unterminated section header ${JSON.stringify(content)}`);
   const name = content.slice(1, close);
-  if (name === "") fail("empty section name");
+  if (name === "") throw lineError("empty section name");
   const trailing = goTrimSpace(content.slice(close + 1));
-  if (trailing !== "") fail(`unexpected text after section header: ${JSON.stringify(trailing)}`);
+  if (trailing !== "") throw lineError(`unexpected text after section header: ${JSON.stringify(trailing)}`);
   return name;
 }
 
@@ -105,13 +105,17 @@ function sectionName(content: string, fail: (message: string) => never): string 
  * silently drop an option or header, so a continued comment may only swallow comments or blanks.
  * Returns the index of the first line after the comment.
  */
-function endOfComment(lines: string[], start: number, fail: (message: string, index: number) => never): number {
+function endOfComment(lines: string[], start: number, source: string): number {
   let index = start;
   while (continuesComment(lines[index] ?? "") && index + 1 < lines.length) {
     index++;
     const swallowed = goTrimLeft(lines[index] ?? "");
     if (swallowed !== "" && !isCommentStart(swallowed)) {
-      fail(`this line would be ignored: the comment on line ${index} ends with "\\" and continues onto it`, index);
+      throw new UnitFileError(
+        `this line would be ignored: the comment on line ${index} ends with "\\" and continues onto it`,
+        source,
+        index + 1,
+      );
     }
   }
   return index + 1;

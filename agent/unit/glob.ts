@@ -1,92 +1,87 @@
 // Go's path.Match semantics, which fleet uses for Conflicts= and Replaces= patterns:
-// `*` matches any run of non-'/' characters, `?` one non-'/' character, `[...]` a class
-// (with `^` negation and `a-z` ranges), and `\` escapes. A malformed pattern matches nothing.
+// `*` matches any run of non-'/' characters and `?` one non-'/' character; `[...]` is a class
+// of characters and ranges, negated by a leading `^`, that (unlike `?`) can match '/'; `\`
+// escapes the next character, also inside a class. In a class, an unescaped `-` or `]` cannot
+// start a range, so `[]a]`, `[-a]` and `[a-]` are malformed, while a reversed range such as
+// `[z-a]` is well-formed and matches nothing. A malformed pattern (Go's ErrBadPattern) matches
+// nothing. Characters are code points, as Go's are runes.
 
 export function matchGlob(pattern: string, name: string): boolean {
-  const re = globToRegExp(pattern);
-  return re !== undefined && re.test(name);
+  return compiled(pattern)?.test(name) ?? false;
 }
 
-/** Returns undefined for a malformed pattern (Go's ErrBadPattern). */
 export function isValidGlob(pattern: string): boolean {
-  return globToRegExp(pattern) !== undefined;
+  return compiled(pattern) !== undefined;
 }
 
+/** Compiled patterns, undefined for malformed ones; scheduling matches the same few patterns often. */
 const cache = new Map<string, RegExp | undefined>();
 
-function globToRegExp(pattern: string): RegExp | undefined {
-  if (cache.has(pattern)) return cache.get(pattern);
-  const re = compile(pattern);
-  cache.set(pattern, re);
-  return re;
+function compiled(pattern: string): RegExp | undefined {
+  if (!cache.has(pattern)) cache.set(pattern, compile(pattern));
+  return cache.get(pattern);
 }
 
 function compile(pattern: string): RegExp | undefined {
-  let out = "^";
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i] as string;
-    if (c === "*") out += "[^/]*";
-    else if (c === "?") out += "[^/]";
-    else if (c === "\\") {
-      const next = pattern[++i];
-      if (next === undefined) return undefined;
-      out += escape(next);
-    } else if (c === "[") {
-      const end = classEnd(pattern, i + 1);
-      if (end < 0) return undefined;
-      const cls = compileClass(pattern.slice(i + 1, end));
-      if (cls === undefined) return undefined;
-      out += cls;
-      i = end;
-    } else out += escape(c);
-  }
-  return new RegExp(`${out}$`, "s");
-}
-
-function classEnd(pattern: string, from: number): number {
-  let i = from;
-  if (pattern[i] === "^") i++;
-  for (let first = true; i < pattern.length; i++, first = false) {
-    if (pattern[i] === "\\") i++;
-    else if (pattern[i] === "]" && !first) return i;
-  }
-  return -1;
-}
-
-function compileClass(body: string): string | undefined {
-  let i = 0;
-  let out = "[";
-  if (body[0] === "^") {
-    out += "^/";
-    i = 1;
-  }
-  let any = false;
-  while (i < body.length) {
-    let lo = body[i++] as string;
-    if (lo === "\\") {
-      if (i >= body.length) return undefined;
-      lo = body[i++] as string;
+  const chars = Array.from(pattern);
+  let source = "";
+  for (let i = 0; i < chars.length; i++) {
+    const char = chars[i];
+    if (char === "*") {
+      source += "[^/]*";
+    } else if (char === "?") {
+      source += "[^/]";
+    } else if (char === "[") {
+      const charClass = compileClass(chars, i + 1);
+      if (charClass === undefined) return undefined;
+      source += charClass.source;
+      i = charClass.close;
+    } else {
+      const literal = char === "\\" ? chars[++i] : char;
+      if (literal === undefined) return undefined;
+      source += literal.replace(/[\\^$.*+?()[\]{}|/]/, "\\$&");
     }
-    out += escapeClass(lo);
-    if (body[i] === "-" && i + 1 < body.length) {
-      let hi = body[i + 1] as string;
-      i += 2;
-      if (hi === "\\") {
-        if (i >= body.length) return undefined;
-        hi = body[i++] as string;
-      }
-      if (hi < lo) return undefined;
-      out += `-${escapeClass(hi)}`;
-    }
-    any = true;
   }
-  return any ? `${out}]` : undefined;
+  return new RegExp(`^${source}$`, "u");
 }
 
-function escape(c: string): string {
-  return c.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+/** The class whose body starts at `start`, and the index of its closing "]". */
+function compileClass(chars: string[], start: number): { source: string; close: number } | undefined {
+  let i = start;
+  const negated = chars[i] === "^";
+  if (negated) i++;
+
+  // Go's getEsc: one possibly escaped character that must be followed by more pattern.
+  const classChar = (): string | undefined => {
+    let char = chars[i];
+    if (char === "-" || char === "]") return undefined;
+    if (char === "\\") char = chars[++i];
+    i++;
+    return i < chars.length ? char : undefined;
+  };
+
+  let ranges = "";
+  let rangeCount = 0;
+  while (!(chars[i] === "]" && rangeCount > 0)) {
+    const low = classChar();
+    if (low === undefined) return undefined;
+    let high = low;
+    if (chars[i] === "-") {
+      i++;
+      const end = classChar();
+      if (end === undefined) return undefined;
+      high = end;
+    }
+    // A reversed range is not an error in Go, it just matches nothing; a JavaScript class rejects it.
+    if ((low.codePointAt(0) ?? 0) <= (high.codePointAt(0) ?? 0)) {
+      ranges += `${escapeInClass(low)}-${escapeInClass(high)}`;
+    }
+    rangeCount++;
+  }
+  // An empty JavaScript class matches nothing, and a negated empty one any character: as in Go.
+  return { source: `[${negated ? "^" : ""}${ranges}]`, close: i };
 }
 
-function escapeClass(c: string): string {
-  return c.replace(/[\]\\^-]/g, "\\$&");
+function escapeInClass(char: string): string {
+  return char.replace(/[\\\]^[-]/, "\\$&");
 }
