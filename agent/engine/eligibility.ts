@@ -171,9 +171,10 @@ function conflicts(a: UnitRef, b: UnitRef): boolean {
   return a.requirements.conflicts.some((p) => matchGlob(p, b.name));
 }
 
-function occupants(view: Map<string, Map<string, UnitRef>>, machineID: string): Map<string, UnitRef> {
-  let here = view.get(machineID);
-  if (!here) view.set(machineID, (here = new Map()));
+/** The units on `machineID` in a mutable view, creating the entry on first use. */
+export function occupants(view: Map<string, Map<string, UnitRef>>, machineID: string): Map<string, UnitRef> {
+  const here = view.get(machineID) ?? new Map<string, UnitRef>();
+  view.set(machineID, here);
   return here;
 }
 

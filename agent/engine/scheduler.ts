@@ -19,6 +19,7 @@ import {
   formatMetadata,
   globalUnitsFor,
   isTemplate,
+  occupants,
   placementView,
   type Rule,
   replaces,
@@ -265,7 +266,7 @@ class Pass {
   }
 
   private place(unit: SchedUnit, machineID: string, reason: string): void {
-    const here = this.occupants(machineID);
+    const here = occupants(this.view, machineID);
     const displaced = [...here.values()]
       .filter((other) => this.placed.has(other.name) && replaces(unit, other))
       .map((other) => other.name)
@@ -420,12 +421,6 @@ class Pass {
     const unit = this.units.get(name);
     if (!unit) throw new Error(`scheduler: unknown unit ${name}`);
     return unit;
-  }
-
-  private occupants(machineID: string): Map<string, UnitRef> {
-    let here = this.view.get(machineID);
-    if (!here) this.view.set(machineID, (here = new Map()));
-    return here;
   }
 }
 
