@@ -1,0 +1,387 @@
+// The fleet v1 HTTP API (fleet-compat.md §3) plus Flotilla's /flotilla/v1 extensions, served from
+// the Registry. Handlers only move data between HTTP and the pure functions in this folder.
+//
+// Choices where fleet gives none:
+// - `Server: fleetd/<version> (flotilla)`: fleet's product token first, so anything reading the
+//   header as fleet's still finds `fleetd/<version>`; the comment says which implementation it is.
+// - The unix socket is created with mode 0660 (owner and group): the API is root-equivalent
+//   (fleet-compat.md §5 "Security"), and fleet's systemd socket unit left it at systemd's 0666.
+// - Error bodies always carry a message; fleet left it empty on 404/405/500.
+
+import { chmod, lstat, unlink } from "node:fs/promises";
+import http, { type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
+import net from "node:net";
+import { pipeline } from "node:stream/promises";
+import type { Logger } from "../log.js";
+import type { Registry } from "../registry/registry.js";
+import { SystemdCommands, type UnitCommands } from "./commands.js";
+import discovery from "./discovery.json" with { type: "json" };
+import { ApiError, classifyError, ETCD_UNAVAILABLE, errorBody } from "./errors.js";
+import { commandTarget, PROXIED_BY_HEADER, parseCommandQuery, proxyGet } from "./flotilla.js";
+import { goJSON, parseJSONBody } from "./json.js";
+import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitState } from "./machines.js";
+import { pageTokenFromQuery, paginate } from "./pagination.js";
+import { resolveRoute, splitTarget } from "./routes.js";
+import { DEFAULT_PAGE_SIZE, EXT_PREFIX } from "./schema.js";
+import { checkUnitPut, decideUnitPut, indexStates, omitEmpty, parseUnitBody, toWireUnit } from "./units.js";
+
+/** Request bodies beyond this are refused with 413. */
+export const MAX_BODY_BYTES = 1024 * 1024;
+export const DEFAULT_SOCKET_MODE = 0o660;
+/** How long a proxied status/journal request may stay silent (the command itself times out at 30 s). */
+const PROXY_TIMEOUT_MS = 40_000;
+
+/**
+ * fleet's schema/v1.json, byte for byte: it is 2-space-indented JSON, which this reproduces
+ * whatever the formatter does to the stored copy. `$ENDPOINT` stays literal, as fleet serves it;
+ * its generated client substitutes the endpoint itself.
+ */
+export const DISCOVERY_JSON = `${JSON.stringify(discovery, null, 2)}\n`;
+
+export interface ApiDeps {
+  registry: Registry;
+  /** Flotilla's version, shown in the Server header and /flotilla/v1/health. */
+  version: string;
+  log: Logger;
+  /** False until the agent has registered with etcd; until then every request gets 503. */
+  isReady: () => boolean;
+  /** This machine: status/journal for units placed here run locally, others are proxied. */
+  machineID: string;
+  /** Runs systemctl/journalctl for the extension routes; defaults to the real programs. */
+  commands?: UnitCommands;
+  /** fleet's token_limit (default 100); page tokens carry it and are refused if it differs. */
+  pageSize?: number;
+  maxBodyBytes?: number;
+}
+
+export interface ListenOptions {
+  /** Unix socket path; a stale socket file left by a dead process is replaced. */
+  socketPath?: string;
+  socketMode?: number;
+  /** TCP `host:port` (`:port` for all interfaces, port 0 for any free one). */
+  tcp?: string;
+}
+
+export interface ListenAddresses {
+  socketPath?: string;
+  tcp?: { host: string; port: number };
+}
+
+export interface ApiServer {
+  /** The request handler, for embedding in another node:http server. */
+  handler: RequestListener;
+  listen(opts: ListenOptions): Promise<ListenAddresses>;
+  /** Stops listening, ends open connections (including followed journals) and removes the socket. */
+  close(): Promise<void>;
+}
+
+export function createApiServer(deps: ApiDeps): ApiServer {
+  const pageSize = deps.pageSize ?? DEFAULT_PAGE_SIZE;
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 0xffff) {
+    throw new Error(`page size must be an integer from 1 to 65535, got ${pageSize}`);
+  }
+  const maxBodyBytes = deps.maxBodyBytes ?? MAX_BODY_BYTES;
+  const commands = deps.commands ?? new SystemdCommands();
+  const serverHeader = `fleetd/${deps.version} (flotilla)`;
+  const { registry, log } = deps;
+
+  async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
+    if (!deps.isReady()) throw new ApiError(503, ETCD_UNAVAILABLE);
+    const route = resolveRoute(req.method ?? "", path);
+    switch (route.kind) {
+      case "listUnits": {
+        const token = pageTokenFromQuery(query.getAll("nextPageToken"), pageSize);
+        const snap = await registry.snapshot();
+        const stateOf = indexStates(snap.states);
+        const page = paginate(snap.units, token);
+        const units = page.items.map((u) => toWireUnit(u, snap, stateOf));
+        return sendJSON(res, 200, omitEmpty({ nextPageToken: page.next, units }));
+      }
+      case "getUnit": {
+        const snap = await registry.snapshot();
+        const unit = snap.units.find((u) => u.name === route.name);
+        if (!unit) throw new ApiError(404, "unit does not exist");
+        return sendJSON(res, 200, toWireUnit(unit, snap, indexStates(snap.states)));
+      }
+      case "putUnit": {
+        requireJSON(req, true);
+        const body = parseUnitBody(parseJSONBody(await readBody(req, maxBodyBytes)));
+        checkUnitPut(route.name, body);
+        const put = decideUnitPut(route.name, body, await registry.getUnit(route.name));
+        if (put.kind === "setDesiredState") {
+          if (!(await registry.setDesiredState(route.name, put.desiredState))) {
+            throw new ApiError(404, "unit does not exist");
+          }
+          return sendEmpty(res, 204);
+        }
+        for (const warning of put.warnings) log.warn({ unit: route.name }, warning);
+        await registry.putUnit(put.unit);
+        log.info(
+          { unit: route.name, hash: put.unit.hash, desiredState: put.unit.desiredState },
+          `unit ${put.kind}d`,
+        );
+        return sendEmpty(res, 201);
+      }
+      case "deleteUnit":
+        if (!(await registry.destroyUnit(route.name))) throw new ApiError(404, "unit does not exist");
+        log.info({ unit: route.name }, "unit destroyed");
+        return sendEmpty(res, 204);
+      case "listStates": {
+        const token = pageTokenFromQuery(query.getAll("nextPageToken"), pageSize);
+        const snap = await registry.snapshot();
+        const filter = { machineID: query.get("machineID") ?? "", unitName: query.get("unitName") ?? "" };
+        const page = paginate(filterStates(snap.states, filter), token);
+        return sendJSON(
+          res,
+          200,
+          omitEmpty({ nextPageToken: page.next, states: page.items.map(toWireUnitState) }),
+        );
+      }
+      case "getState": {
+        const state = stateOfUnit(route.name, await registry.snapshot());
+        if (!state) throw new ApiError(404, "unit state does not exist");
+        return sendJSON(res, 200, toWireUnitState(state));
+      }
+      case "listMachines": {
+        const token = pageTokenFromQuery(query.getAll("nextPageToken"), pageSize);
+        const page = paginate(await registry.listMachines(), token);
+        return sendJSON(
+          res,
+          200,
+          omitEmpty({ machines: page.items.map(toWireMachine), nextPageToken: page.next }),
+        );
+      }
+      case "patchMachines": {
+        // fleet never checked the type here, and its own tests send none; a wrong one is refused.
+        requireJSON(req, false);
+        const changes = parseMetadataOps(parseJSONBody(await readBody(req, maxBodyBytes)));
+        for (const c of changes) await registry.setMachineMetadata(c.machineID, c.key, c.value);
+        if (changes.length > 0) log.info({ changes }, "machine metadata changed");
+        // fleet answers this 204 with a JSON Content-Type, and its functional tests check for it.
+        res.writeHead(204, { "Content-Type": "application/json" });
+        res.end();
+        return;
+      }
+      case "discovery":
+        res.writeHead(200, {
+          "Content-Type": "application/json",
+          "Content-Length": Buffer.byteLength(DISCOVERY_JSON),
+        });
+        res.end(DISCOVERY_JSON);
+        return;
+      case "health":
+        return sendJSON(res, 200, { machineID: deps.machineID, ok: true, version: deps.version });
+      case "unitStatus":
+      case "unitJournal":
+        return unitCommand(req, res, route.kind, route.name, query);
+    }
+  }
+
+  async function unitCommand(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: "unitStatus" | "unitJournal",
+    name: string,
+    query: URLSearchParams,
+  ) {
+    const q = parseCommandQuery(query);
+    const target = commandTarget(name, await registry.snapshot(), deps.machineID, q.machineID);
+    if (target.machine) {
+      const from = req.headers[PROXIED_BY_HEADER];
+      if (from !== undefined) {
+        throw new ApiError(
+          502,
+          `machine ${from} sent this here, but unit ${name} runs on ${target.machineID}`,
+        );
+      }
+      query.set("machineID", target.machineID);
+      const path = `${EXT_PREFIX}/units/${encodeURIComponent(name)}/${kind === "unitStatus" ? "status" : "journal"}`;
+      await proxyGet(
+        res,
+        target.machine.apiURL,
+        `${path}?${query}`,
+        { [PROXIED_BY_HEADER]: deps.machineID },
+        kind === "unitJournal" && q.follow ? 0 : PROXY_TIMEOUT_MS,
+      );
+      return;
+    }
+    const opts = { lines: q.lines, output: q.output };
+    if (kind === "unitStatus") return sendJSON(res, 200, await commands.status(name));
+    if (!q.follow) return sendJSON(res, 200, await commands.journal(name, opts));
+    const stop = new AbortController();
+    res.on("close", () => stop.abort());
+    const stream = commands.followJournal(name, opts, stop.signal);
+    res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache" });
+    res.flushHeaders();
+    // A client that goes away ends the pipeline early; that is how a follow normally ends.
+    await pipeline(stream, res).catch(() => undefined);
+  }
+
+  const handler: RequestListener = (req, res) => {
+    const started = Date.now();
+    res.setHeader("Server", serverHeader);
+    const { path, query } = splitTarget(req.url ?? "/");
+    dispatch(req, res, path, query)
+      .catch((err: unknown) => {
+        const { status, message, headers, internal } = classifyError(err);
+        if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");
+        else if (status === 503)
+          log.warn({ method: req.method, url: req.url, error: message }, "etcd unavailable");
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+        sendJSON(res, status, errorBody(status, message));
+      })
+      .finally(() => {
+        log.debug(
+          { method: req.method, url: req.url, status: res.statusCode, ms: Date.now() - started },
+          "http",
+        );
+      });
+  };
+
+  const servers: http.Server[] = [];
+  let socketPath: string | undefined;
+
+  return {
+    handler,
+    async listen(opts) {
+      const bound: ListenAddresses = {};
+      if (opts.socketPath) {
+        await removeStaleSocket(opts.socketPath);
+        const server = http.createServer(handler);
+        servers.push(server);
+        await listenOn(server, { path: opts.socketPath });
+        socketPath = opts.socketPath;
+        // Between listen and chmod the socket has the umask's mode (0755 by default), which lets
+        // no one else connect: connecting needs write permission.
+        await chmod(opts.socketPath, opts.socketMode ?? DEFAULT_SOCKET_MODE);
+        bound.socketPath = opts.socketPath;
+        log.info({ socket: opts.socketPath }, "fleet API listening on unix socket");
+      }
+      if (opts.tcp) {
+        const { host, port } = parseHostPort(opts.tcp);
+        const server = http.createServer(handler);
+        servers.push(server);
+        await listenOn(server, host === "" ? { port } : { host, port });
+        const addr = server.address() as net.AddressInfo;
+        bound.tcp = { host: addr.address, port: addr.port };
+        log.info(bound.tcp, "fleet API listening on TCP");
+      }
+      return bound;
+    },
+    async close() {
+      await Promise.all(
+        servers.splice(0).map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.close(() => resolve());
+              server.closeAllConnections();
+            }),
+        ),
+      );
+      if (socketPath) await unlink(socketPath).catch(() => undefined);
+      socketPath = undefined;
+    },
+  };
+}
+
+function sendJSON(res: ServerResponse, status: number, body: unknown): void {
+  const text = goJSON(body);
+  res.writeHead(status, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendEmpty(res: ServerResponse, status: 201 | 204): void {
+  res.writeHead(status);
+  res.end();
+}
+
+/** fleet's validateContentType: exactly application/json (parameters allowed). */
+function requireJSON(req: IncomingMessage, required: boolean): void {
+  const type = req.headers["content-type"];
+  if (type === undefined) {
+    if (required) throw new ApiError(415, "expected 1 Content-Type, got 0");
+    return;
+  }
+  if ((type.split(";")[0] ?? "").trim().toLowerCase() !== "application/json") {
+    throw new ApiError(415, "only acceptable Content-Type is application/json");
+  }
+}
+
+/**
+ * The body as UTF-8, refused with 413 past `limit` bytes. The rest of an oversized body is
+ * drained rather than the socket destroyed, so the client still gets the 413; the connection
+ * is then closed.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
+  const tooLarge = () =>
+    new ApiError(413, `request body is larger than the limit of ${limit} bytes`, { Connection: "close" });
+  if (Number(req.headers["content-length"]) > limit) {
+    req.resume();
+    return Promise.reject(tooLarge());
+  }
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      req.off("data", onData);
+      req.resume();
+      reject(tooLarge());
+    };
+    req.on("data", onData);
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+function parseHostPort(text: string): { host: string; port: number } {
+  const colon = text.lastIndexOf(":");
+  const port = Number(text.slice(colon + 1));
+  if (colon === -1 || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`invalid TCP listen address ${JSON.stringify(text)}: expected host:port`);
+  }
+  return { host: text.slice(0, colon).replace(/^\[(.*)\]$/, "$1"), port };
+}
+
+function listenOn(server: http.Server, opts: net.ListenOptions): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * A socket file left behind by a process that died is removed; one that still answers belongs
+ * to a running server and is left alone (listen then fails), as is anything that is not a socket.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = (await lstat(path)).isSocket();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw err;
+  }
+  if (!isSocket) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  const refused = await new Promise<boolean>((resolve) => {
+    const probe = net.connect(path);
+    probe.once("connect", () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.once("error", (err: NodeJS.ErrnoException) => resolve(err.code === "ECONNREFUSED"));
+  });
+  if (!refused) throw new Error(`another server is already listening on ${path}`);
+  await unlink(path);
+}
