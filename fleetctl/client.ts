@@ -25,7 +25,11 @@ export class ApiError extends Error {
     readonly code: number,
     readonly apiMessage: string,
   ) {
-    super(apiMessage === "" ? `googleapi: got HTTP response code ${code}` : `googleapi: Error ${code}: ${apiMessage}`);
+    super(
+      apiMessage === ""
+        ? `googleapi: got HTTP response code ${code}`
+        : `googleapi: Error ${code}: ${apiMessage}`,
+    );
     this.name = "ApiError";
   }
 }
@@ -163,7 +167,8 @@ export class HttpFleetApi implements FleetApi {
     const seen = new Set<string>();
     let token: string | undefined;
     do {
-      const query = token === undefined ? "?alt=json" : `?alt=json&nextPageToken=${encodeURIComponent(token)}`;
+      const query =
+        token === undefined ? "?alt=json" : `?alt=json&nextPageToken=${encodeURIComponent(token)}`;
       const page = parseJson<P>(await this.call("GET", path + query), path);
       all.push(...(items(page) ?? []));
       token = page.nextPageToken || undefined;
@@ -216,8 +221,14 @@ export class HttpFleetApi implements FleetApi {
         method,
         path: fullPath,
         agent: this.agent,
-        headers: { Host: this.host, "User-Agent": "fleetctl (flotilla)", ...(body !== undefined ? JSON_HEADERS : {}) },
-        ...(endpoint.kind === "unix" ? { socketPath: endpoint.socketPath } : { host: endpoint.host, port: endpoint.port }),
+        headers: {
+          Host: this.host,
+          "User-Agent": "fleetctl (flotilla)",
+          ...(body !== undefined ? JSON_HEADERS : {}),
+        },
+        ...(endpoint.kind === "unix"
+          ? { socketPath: endpoint.socketPath }
+          : { host: endpoint.host, port: endpoint.port }),
       });
       const timer = setTimeout(() => {
         const err = new TransportError(
@@ -256,7 +267,9 @@ export class HttpFleetApi implements FleetApi {
   private transportError(method: string, path: string, err: Error): TransportError {
     const code = (err as NodeJS.ErrnoException).code;
     const cause = code !== undefined && code in ERRNO_TEXT ? `${ERRNO_TEXT[code]} (${code})` : err.message;
-    return new TransportError(`cannot reach fleet API at ${this.opts.endpoint.display} (${method} ${path}): ${cause}`);
+    return new TransportError(
+      `cannot reach fleet API at ${this.opts.endpoint.display} (${method} ${path}): ${cause}`,
+    );
   }
 }
 

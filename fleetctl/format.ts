@@ -2,8 +2,8 @@
 // (fleet-compat.md §1.3). Pure: callers fetch the data, these functions only shape it.
 
 import type { WireMachine, WireUnit, WireUnitOption, WireUnitState } from "../agent/api/schema.js";
+import { parseRequirements, unitHash } from "../agent/unit/index.js";
 import { tabwrite } from "./tabwriter.js";
-import { unitHash } from "./unit-shim.js";
 
 /** `113f16a7...`, or the full ID with --full (fleet's machineIDLegend). */
 export function machineIDLegend(id: string, full: boolean): string {
@@ -24,15 +24,9 @@ export function formatMetadata(metadata: Record<string, string>): string {
     .join(",");
 }
 
-/** `[X-Fleet] Global=`; the last value wins and true/yes/1/on/t (any case) are truthy (job.go IsGlobal). */
-export function isGlobalUnit(options: readonly WireUnitOption[] | undefined): boolean {
-  let global = false;
-  for (const o of options ?? []) {
-    if (o.section === "X-Fleet" && o.name === "Global") {
-      global = ["true", "yes", "1", "on", "t"].includes(o.value.toLowerCase());
-    }
-  }
-  return global;
+/** Whether `[X-Fleet] Global=` makes this a global unit. */
+export function isGlobalUnit(unit: WireUnit): boolean {
+  return parseRequirements(unit.name, unit.options ?? []).requirements.global;
 }
 
 /** The last `[Unit] Description=` (go-systemd UnitFile.Description). */
@@ -83,16 +77,16 @@ export const LIST_UNITS_FIELDS: Record<string, Field<WireUnitState>> = {
 export const DEFAULT_LIST_UNITS_FIELDS = "unit,machine,active,sub";
 
 function targetField(u: WireUnit, ctx: FieldContext): string {
-  return isGlobalUnit(u.options) ? "global" : machineField(u.machineID, ctx);
+  return isGlobalUnit(u) ? "global" : machineField(u.machineID, ctx);
 }
 
 export const LIST_UNIT_FILES_FIELDS: Record<string, Field<WireUnit>> = {
   unit: (u) => u.name,
-  global: (u) => String(isGlobalUnit(u.options)),
+  global: (u) => String(isGlobalUnit(u)),
   dstate: (u) => dash(u.desiredState),
   target: targetField,
   tmachine: targetField,
-  state: (u) => (isGlobalUnit(u.options) ? "-" : dash(u.currentState)),
+  state: (u) => (isGlobalUnit(u) ? "-" : dash(u.currentState)),
   hash: (u, ctx) => {
     const hash = unitHash(u.options ?? []);
     return ctx.full ? hash : hash.slice(0, 7);
@@ -119,7 +113,8 @@ export function parseFields(spec: string, fields: Record<string, unknown>): stri
   if (spec === "") return { error: "Must define output format" };
   const cols = spec.split(",");
   for (const c of cols) {
-    if (!Object.hasOwn(fields, c)) return { error: `Invalid key in output format: ${goQuote(c)}` };
+    // JSON quoting equals Go's %q for the printable ASCII a field list holds.
+    if (!Object.hasOwn(fields, c)) return { error: `Invalid key in output format: ${JSON.stringify(c)}` };
   }
   return cols;
 }
@@ -137,9 +132,4 @@ export function renderTable<T>(
     text += `${cols.map((c) => (fields[c] as Field<T>)(row, ctx)).join("\t")}\n`;
   }
   return tabwrite(text);
-}
-
-/** Go's %q for the printable ASCII strings flags hold; other characters are escaped JSON-style. */
-export function goQuote(s: string): string {
-  return JSON.stringify(s);
 }

@@ -36,7 +36,8 @@ export async function pollUntil<T>(
   budget: WaitBudget,
   clock: Clock,
 ): Promise<{ value: T } | { lastError?: unknown }> {
-  const deadline = budget.attempts > 0 ? clock.now() + budget.attempts * ATTEMPT_MS : Number.POSITIVE_INFINITY;
+  const deadline =
+    budget.attempts > 0 ? clock.now() + budget.attempts * ATTEMPT_MS : Number.POSITIVE_INFINITY;
   let lastError: unknown;
   for (;;) {
     try {
@@ -70,7 +71,7 @@ export async function waitForUnitState(
       const u = await getUnit(name);
       last = u;
       if (u === undefined) return undefined;
-      const state = isGlobalUnit(u.options) ? u.desiredState : u.currentState;
+      const state = isGlobalUnit(u) ? u.desiredState : u.currentState;
       return state === target ? u : undefined;
     },
     budget,
@@ -78,7 +79,10 @@ export async function waitForUnitState(
   );
   if ("value" in result) return { ok: true, unit: result.value };
   if (last?.reason) return { ok: false, error: `unit ${name} cannot be scheduled: ${last.reason}` };
-  return { ok: false, error: `timed out waiting for unit ${name} to report state ${target}${causeSuffix(result)}` };
+  return {
+    ok: false,
+    error: `timed out waiting for unit ${name} to report state ${target}${causeSuffix(result)}`,
+  };
 }
 
 /**
@@ -101,8 +105,13 @@ export async function waitForSystemdActive(
     clock,
   );
   if ("value" in result) return { ok: true };
-  const seen = last ? ` (systemd: ${last.systemdLoadState ?? "-"}/${last.systemdActiveState ?? "-"}/${last.systemdSubState ?? "-"})` : "";
-  return { ok: false, error: `timed out waiting for unit ${name} to report active state${seen}${causeSuffix(result)}` };
+  const seen = last
+    ? ` (systemd: ${last.systemdLoadState ?? "-"}/${last.systemdActiveState ?? "-"}/${last.systemdSubState ?? "-"})`
+    : "";
+  return {
+    ok: false,
+    error: `timed out waiting for unit ${name} to report active state${seen}${causeSuffix(result)}`,
+  };
 }
 
 function causeSuffix(result: { lastError?: unknown }): string {

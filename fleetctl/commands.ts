@@ -1,0 +1,520 @@
+// The fleetctl commands (fleet-compat.md §1.2). Each returns the exit code; messages and exit
+// codes are fleet's except where fleet-compat.md §5 (or a plain bug) calls for better, as noted.
+
+import type { WireMachine, WireUnit, WireUnitState } from "../agent/api/schema.js";
+import type { CurrentState, DesiredState } from "../agent/model.js";
+import { mangleUnitName, serializeUnit } from "../agent/unit/index.js";
+import type { CommandContext } from "./context.js";
+import {
+  compareStrings,
+  type FieldContext,
+  isGlobalUnit,
+  LIST_MACHINES_FIELDS,
+  LIST_UNIT_FILES_FIELDS,
+  LIST_UNITS_FIELDS,
+  parseFields,
+  renderTable,
+} from "./format.js";
+import { type CreatingCommand, errorText, lazyCreateUnits, waitAndReport } from "./units.js";
+import { pollUntil, type WaitBudget, waitForSystemdActive } from "./wait.js";
+
+/** Parsed command flags, already typed and defaulted. */
+export interface Flags {
+  bool(name: string): boolean;
+  int(name: string): number;
+  str(name: string): string;
+}
+
+export type Command = (ctx: CommandContext, args: string[], flags: Flags) => Promise<number>;
+
+/** --block-attempts as a budget: values ≤ 0 wait forever, as in fleet. */
+function budget(flags: Flags): WaitBudget {
+  return { attempts: Math.max(0, flags.int("block-attempts")) };
+}
+
+/** fleet's findUnits: the registry units named by the arguments, in argument order. */
+async function findUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[]> {
+  const byName = new Map((await ctx.api.units()).map((u) => [u.name, u]));
+  return args.map((a) => byName.get(mangleUnitName(a))).filter((u): u is WireUnit => u !== undefined);
+}
+
+/** Go's %v of a []string. */
+function goList(items: string[]): string {
+  return `[${items.join(" ")}]`;
+}
+
+async function createThenTarget(
+  ctx: CommandContext,
+  args: string[],
+  flags: Flags,
+  command: CreatingCommand,
+): Promise<number> {
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  const createError = await lazyCreateUnits(ctx, args, {
+    command,
+    replace: flags.bool("replace"),
+    budget: budget(flags),
+  });
+  if (createError !== undefined) {
+    ctx.err(`Error creating units: ${createError}`);
+    return 1;
+  }
+  if (command === "submit") return 0;
+
+  const target: DesiredState = command === "start" ? "launched" : "loaded";
+  const verb = command === "start" ? "start" : "load";
+  const failure = `Error ${command === "start" ? "starting" : "loading"} units: `;
+  // Units already at the target are waited for and reported too: fleet skipped them silently,
+  // so `start` on a unit that never came up looked like success (fleet#1091).
+  const waiting: string[] = [];
+  const triggered: string[] = [];
+  for (const arg of args) {
+    const name = mangleUnitName(arg);
+    let unit: WireUnit | undefined;
+    try {
+      unit = await ctx.api.unit(name);
+    } catch (err) {
+      ctx.err(`${failure}error retrieving unit ${name} from registry: ${errorText(err)}`);
+      return 1;
+    }
+    if (unit === undefined) {
+      ctx.err(`${failure}unable to find unit ${name}`);
+      return 1;
+    }
+    const global = isGlobalUnit(unit);
+    if (unit.desiredState !== target) {
+      try {
+        await ctx.api.setUnitTargetState(name, target);
+      } catch (err) {
+        ctx.err(`${failure}${errorText(err)}`);
+        return 1;
+      }
+      if (global) ctx.out(`Triggered global unit ${name} ${verb}`);
+      else triggered.push(name);
+    }
+    if (!global) waiting.push(name);
+  }
+
+  if (flags.bool("no-block")) {
+    // fleet printed this twice for start (once per wait phase); once is enough.
+    for (const name of triggered) ctx.out(`Triggered unit ${name} ${verb}`);
+    return 0;
+  }
+  const errors = await waitAndReport(ctx, waiting, target, budget(flags));
+  if (errors.length === 0 && command === "start") {
+    const results = await Promise.all(
+      waiting.map((n) => waitForSystemdActive(n, (x) => ctx.api.unitState(x), budget(flags), ctx.clock)),
+    );
+    for (const r of results) if (!r.ok) errors.push(r.error);
+  }
+  for (const e of errors) ctx.err(`Error waiting for units: ${e}`);
+  return errors.length > 0 ? 1 : 0;
+}
+
+/** stop and unload: set the target state of the named registry units and wait for it. */
+async function setAndWait(
+  ctx: CommandContext,
+  args: string[],
+  flags: Flags,
+  verb: "stop" | "unload",
+): Promise<number> {
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  let units: WireUnit[];
+  try {
+    units = await findUnits(ctx, args);
+  } catch (err) {
+    ctx.err(errorText(err));
+    return 1;
+  }
+  if (units.length === 0) {
+    ctx.err("Units not found in registry");
+    return 0;
+  }
+  const target: CurrentState = verb === "stop" ? "loaded" : "inactive";
+  const waiting: string[] = [];
+  for (const u of units) {
+    const global = isGlobalUnit(u);
+    if (!global) {
+      if (verb === "stop" && u.currentState === "inactive") {
+        ctx.err(`Unable to stop unit ${u.name} in state inactive`);
+        return 1;
+      }
+      if (u.currentState === target) continue;
+    }
+    try {
+      await ctx.api.setUnitTargetState(u.name, target);
+    } catch (err) {
+      // fleet ignored this error and then waited in vain.
+      ctx.err(`Error ${verb === "stop" ? "stopping" : "unloading"} units: ${errorText(err)}`);
+      return 1;
+    }
+    if (global) ctx.out(`Triggered global unit ${u.name} ${verb}`);
+    else waiting.push(u.name);
+  }
+  if (flags.bool("no-block")) {
+    for (const name of waiting) ctx.out(`Triggered unit ${name} ${verb}`);
+  } else {
+    const errors = await waitAndReport(ctx, waiting, target, budget(flags));
+    if (errors.length > 0) {
+      for (const e of errors) ctx.err(`Error waiting for units: ${e}`);
+      return 1;
+    }
+  }
+  ctx.err(`Successfully ${verb === "stop" ? "stopped" : "unloaded"} units ${goList(waiting)}.`);
+  return 0;
+}
+
+const destroy: Command = async (ctx, args, flags) => {
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  let units: WireUnit[];
+  try {
+    units = await findUnits(ctx, args);
+  } catch (err) {
+    ctx.err(errorText(err));
+    return 1;
+  }
+  if (units.length === 0) {
+    ctx.err("Units not found in registry");
+    return 0;
+  }
+  let exit = 0;
+  for (const u of units) {
+    try {
+      if (!(await ctx.api.destroyUnit(u.name))) continue;
+    } catch (err) {
+      ctx.err(`Error destroying units: ${errorText(err)}`);
+      exit = 1;
+      continue;
+    }
+    // fleet only polled for the unit to disappear under --no-block, the reverse of its intent.
+    if (!flags.bool("no-block")) {
+      const gone = await pollUntil(
+        async () => ((await ctx.api.unit(u.name)) === undefined ? true : undefined),
+        budget(flags),
+        ctx.clock,
+      );
+      if (!("value" in gone)) {
+        ctx.err(`Error destroying units: timed out waiting for unit ${u.name} to be destroyed`);
+        exit = 1;
+        continue;
+      }
+    }
+    ctx.out(`Destroyed ${u.name}`);
+  }
+  return exit;
+};
+
+const restart: Command = async (ctx, args, flags) => {
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  let units: WireUnit[];
+  try {
+    units = await findUnits(ctx, args);
+  } catch (err) {
+    ctx.err(errorText(err));
+    return 1;
+  }
+  if (units.length === 0) {
+    ctx.err("Units not found in registry");
+    return 0;
+  }
+  const step = async (name: string, state: CurrentState): Promise<boolean> => {
+    try {
+      await ctx.api.setUnitTargetState(name, state);
+    } catch (err) {
+      ctx.err(`Error setting target state for unit ${name}: ${errorText(err)}`);
+      return false;
+    }
+    // fleet waited for `launched` after setting `loaded` too, so it never saw the stop.
+    const errors = await waitAndReport(ctx, [name], state, budget(flags));
+    for (const e of errors) ctx.err(`Error waiting for units: ${e}`);
+    return errors.length === 0;
+  };
+  for (const u of units) {
+    if (isGlobalUnit(u)) {
+      // fleet restarted global units with systemctl over SSH; Flotilla cycles their desired
+      // state and waits until no machine reports them active in between.
+      if (!(await restartGlobal(ctx, u.name, budget(flags)))) return 1;
+      continue;
+    }
+    if (u.currentState === "inactive") {
+      ctx.err(`Unable to restart unit ${u.name} in state inactive`);
+      continue;
+    }
+    if (u.currentState === "launched" && !(await step(u.name, "loaded"))) return 1;
+    if (!(await step(u.name, "launched"))) return 1;
+  }
+  return 0;
+};
+
+async function restartGlobal(ctx: CommandContext, name: string, waitBudget: WaitBudget): Promise<boolean> {
+  try {
+    await ctx.api.setUnitTargetState(name, "loaded");
+    const stopped = await pollUntil(
+      async () => {
+        const states = await ctx.api.unitStates();
+        return states.some((s) => s.name === name && s.systemdActiveState === "active") ? undefined : true;
+      },
+      waitBudget,
+      ctx.clock,
+    );
+    if (!("value" in stopped)) {
+      ctx.err(`Error waiting for units: timed out waiting for global unit ${name} to stop`);
+      return false;
+    }
+    await ctx.api.setUnitTargetState(name, "launched");
+  } catch (err) {
+    ctx.err(`Error restarting global unit ${name}: ${errorText(err)}`);
+    return false;
+  }
+  ctx.out(`Triggered global unit ${name} restart`);
+  return true;
+}
+
+function fieldContext(flags: Flags, machines: WireMachine[], reasons: Map<string, string>): FieldContext {
+  const byID = new Map(machines.map((m) => [m.id, m]));
+  return { full: flags.bool("full"), machine: (id) => byID.get(id), reason: (name) => reasons.get(name) };
+}
+
+/** fleet ignores machine lookup failures in tables and shows the bare machine ID. */
+async function machinesOrEmpty(ctx: CommandContext): Promise<WireMachine[]> {
+  try {
+    return await ctx.api.machines();
+  } catch {
+    return [];
+  }
+}
+
+const listUnits: Command = async (ctx, _args, flags) => {
+  const cols = parseFields(flags.str("fields"), LIST_UNITS_FIELDS);
+  if ("error" in cols) {
+    ctx.err(cols.error);
+    return 1;
+  }
+  let states: WireUnitState[];
+  const reasons = new Map<string, string>();
+  try {
+    states = await ctx.api.unitStates();
+    // `reason` lives on the unit, not its state: fetch the units only when asked for.
+    if (cols.includes("reason")) {
+      for (const u of await ctx.api.units()) if (u.reason) reasons.set(u.name, u.reason);
+    }
+  } catch (err) {
+    ctx.err(`Error retrieving list of units from repository: ${errorText(err)}`);
+    return 1;
+  }
+  const needMachines = cols.includes("machine") && states.some((s) => s.machineID);
+  const machines = needMachines ? await machinesOrEmpty(ctx) : [];
+  const sorted = [...states].sort(
+    (a, b) => compareStrings(a.name, b.name) || compareStrings(a.machineID ?? "", b.machineID ?? ""),
+  );
+  ctx.write(
+    renderTable(
+      cols,
+      sorted,
+      LIST_UNITS_FIELDS,
+      fieldContext(flags, machines, reasons),
+      flags.bool("no-legend"),
+    ),
+  );
+  return 0;
+};
+
+const listUnitFiles: Command = async (ctx, _args, flags) => {
+  const cols = parseFields(flags.str("fields"), LIST_UNIT_FILES_FIELDS);
+  if ("error" in cols) {
+    ctx.err(cols.error);
+    return 1;
+  }
+  if (cols.includes("tmachine")) ctx.err('WARNING: The "tmachine" field is deprecated. Use "target" instead');
+  let units: WireUnit[];
+  try {
+    units = await ctx.api.units();
+  } catch (err) {
+    ctx.err(`Error retrieving list of units from repository: ${errorText(err)}`);
+    return 1;
+  }
+  const needMachines =
+    (cols.includes("target") || cols.includes("tmachine")) && units.some((u) => u.machineID);
+  const machines = needMachines ? await machinesOrEmpty(ctx) : [];
+  const sorted = [...units].sort((a, b) => compareStrings(a.name, b.name));
+  ctx.write(
+    renderTable(
+      cols,
+      sorted,
+      LIST_UNIT_FILES_FIELDS,
+      fieldContext(flags, machines, new Map()),
+      flags.bool("no-legend"),
+    ),
+  );
+  return 0;
+};
+
+const listMachines: Command = async (ctx, _args, flags) => {
+  const cols = parseFields(flags.str("fields"), LIST_MACHINES_FIELDS);
+  if ("error" in cols) {
+    ctx.err(cols.error);
+    return 1;
+  }
+  let machines: WireMachine[];
+  try {
+    machines = await ctx.api.machines();
+  } catch (err) {
+    ctx.err(`Error retrieving list of active machines from fleet API (${errorText(err)})`);
+    ctx.err("Possible issues:");
+    ctx.err("  etcd is unhealthy and/or lost quorum");
+    ctx.err("  connection cannot be established to any etcd servers");
+    return 1;
+  }
+  const sorted = [...machines].sort((a, b) => compareStrings(a.id, b.id));
+  ctx.write(
+    renderTable(
+      cols,
+      sorted,
+      LIST_MACHINES_FIELDS,
+      fieldContext(flags, [], new Map()),
+      flags.bool("no-legend"),
+    ),
+  );
+  return 0;
+};
+
+const cat: Command = async (ctx, args) => {
+  if (args.length !== 1) {
+    ctx.err("One unit file must be provided");
+    return 1;
+  }
+  const name = mangleUnitName(args[0] as string);
+  let unit: WireUnit | undefined;
+  try {
+    unit = await ctx.api.unit(name);
+  } catch (err) {
+    ctx.err(`Error retrieving Unit ${name}: ${errorText(err)}`);
+    return 1;
+  }
+  if (unit === undefined) {
+    ctx.err(`Unit ${name} not found`);
+    return 1;
+  }
+  // No newline added: the output is the stored unit, byte for byte.
+  ctx.write(serializeUnit(unit.options ?? []));
+  return 0;
+};
+
+/** The remote exit code as a process exit code. */
+function exitCodeOf(code: unknown): number {
+  return typeof code === "number" && Number.isInteger(code) ? code & 0xff : 1;
+}
+
+const status: Command = async (ctx, args) => {
+  for (const [i, arg] of args.entries()) {
+    const name = mangleUnitName(arg);
+    let unit: WireUnit | undefined;
+    try {
+      unit = await ctx.api.unit(name);
+    } catch (err) {
+      ctx.err(`Error retrieving unit: ${errorText(err)}`);
+      return 1;
+    }
+    if (unit === undefined) {
+      ctx.err(`Unit ${name} does not exist.`);
+      return 1;
+    }
+    if (!isGlobalUnit(unit) && unit.currentState === "inactive") {
+      ctx.err(`Unit ${name} does not appear to be loaded.`);
+      return 1;
+    }
+    let result: Awaited<ReturnType<CommandContext["api"]["unitStatus"]>>;
+    try {
+      result = await ctx.api.unitStatus(name);
+    } catch (err) {
+      ctx.err(`Error retrieving status of unit ${name}: ${errorText(err)}`);
+      return 1;
+    }
+    if (result === undefined) {
+      ctx.err(`Unit ${name} does not exist.`);
+      return 1;
+    }
+    // Separates the units' outputs the way consecutive `systemctl status` outputs are.
+    if (i > 0) ctx.write("\n");
+    ctx.write(result.output);
+    const code = exitCodeOf(result.exitCode);
+    if (code !== 0) return code;
+  }
+  return 0;
+};
+
+const journal: Command = async (ctx, args, flags) => {
+  if (args.length !== 1) {
+    ctx.err("One unit file must be provided.");
+    return 1;
+  }
+  const name = mangleUnitName(args[0] as string);
+  let unit: WireUnit | undefined;
+  try {
+    unit = await ctx.api.unit(name);
+  } catch (err) {
+    ctx.err(`Error retrieving unit ${name}: ${errorText(err)}`);
+    return 1;
+  }
+  if (unit === undefined) {
+    ctx.err(`Unit ${name} does not exist.`);
+    return 1;
+  }
+  if (isGlobalUnit(unit)) {
+    ctx.err(`Unable to retrieve journal of global unit ${name}.`);
+    return 1;
+  }
+  if (unit.currentState === "inactive") {
+    ctx.err(`Unit ${name} does not appear to be running.`);
+    return 1;
+  }
+  const opts = { lines: flags.int("lines"), output: flags.str("output") };
+  try {
+    if (flags.bool("follow")) {
+      if (!(await ctx.api.followJournal(name, opts, (chunk) => ctx.write(chunk)))) {
+        ctx.err(`Unit ${name} does not exist.`);
+        return 1;
+      }
+      return 0;
+    }
+    const result = await ctx.api.unitJournal(name, opts);
+    if (result === undefined) {
+      ctx.err(`Unit ${name} does not exist.`);
+      return 1;
+    }
+    ctx.write(result.output);
+    return exitCodeOf(result.exitCode);
+  } catch (err) {
+    ctx.err(`Error retrieving journal of unit ${name}: ${errorText(err)}`);
+    return 1;
+  }
+};
+
+/** Commands that talk to the API; help, version, verify and the unsupported ones live in cli.ts. */
+export const API_COMMANDS: Record<string, Command> = {
+  submit: (ctx, args, flags) => createThenTarget(ctx, args, flags, "submit"),
+  load: (ctx, args, flags) => createThenTarget(ctx, args, flags, "load"),
+  start: (ctx, args, flags) => createThenTarget(ctx, args, flags, "start"),
+  stop: (ctx, args, flags) => setAndWait(ctx, args, flags, "stop"),
+  unload: (ctx, args, flags) => setAndWait(ctx, args, flags, "unload"),
+  destroy,
+  restart,
+  "list-units": listUnits,
+  "list-unit-files": listUnitFiles,
+  "list-machines": listMachines,
+  cat,
+  status,
+  journal,
+};
