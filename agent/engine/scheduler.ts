@@ -216,14 +216,14 @@ class Pass {
       progress = false;
       for (const name of [...this.queue].sort(compare)) {
         const unit = this.unit(name);
-        const moved = this.moved.get(name);
-        if (this.scheduledThisPass.has(name) && moved) {
-          pending.set(name, `${moved.why} on ${shortID(moved.from)}; placing it again next pass`);
-          continue;
-        }
         const choice = this.choose(unit);
         if ("pending" in choice) {
           pending.set(name, choice.pending);
+          continue;
+        }
+        const moved = this.moved.get(name);
+        if (this.scheduledThisPass.has(name) && moved) {
+          pending.set(name, `${moved.why} on ${shortID(moved.from)}; placing it again next pass`);
           continue;
         }
         this.place(unit, choice.machine, choice.reason);

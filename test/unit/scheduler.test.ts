@@ -131,6 +131,23 @@ describe("decide: placing units", () => {
     ]);
   });
 
+  it("counts a global unit that may run again once a conflicting unit left", () => {
+    // x (inactive) kept g off M3; once x is unscheduled g runs there, so all three tie at one unit.
+    const units = [
+      unit("x.service", {}, { state: "inactive" }),
+      unit("g.service", { global: true, conflicts: ["x.service"], metadata: { role: ["g"] } }),
+      unit("p.service"),
+      unit("q.service"),
+      unit("new.service"),
+    ];
+    const machines = [machine(M1), machine(M2), machine(M3, { role: "g" })];
+    const schedule = placed({ "x.service": M3, "p.service": M1, "q.service": M2 });
+    expect(run({ units, machines, schedule })).toEqual([
+      "unschedule x.service from 9c0d1e2f: desired state is inactive",
+      "schedule new.service on 1a2b3c4d: least loaded of 3 eligible machines",
+    ]);
+  });
+
   it("places units whose desired state is loaded, not inactive ones", () => {
     const units = [unit("a.service", {}, { state: "loaded" }), unit("b.service", {}, { state: "inactive" })];
     expect(run({ units })).toEqual(["schedule a.service on 1a2b3c4d: least loaded of 2 eligible machines"]);
@@ -303,6 +320,47 @@ describe("decide: X-Fleet rules", () => {
         "unschedule old.service from 1a2b3c4d: replaced by new.service",
         "schedule old.service on 5e6f7a8b: moved from 1a2b3c4d: replaced by new.service",
       ]);
+    });
+
+    it("places a unit replaced in the pass that placed it again only in the next pass", () => {
+      // a lands on M1 (ties go to the lower ID); b, which must sit beside the anchor there, replaces it.
+      const units = [
+        unit("a.service"),
+        unit("b.service", { replaces: ["a.service"], machineOf: ["anchor.service"] }),
+        unit("anchor.service"),
+        unit("c.service"),
+      ];
+      const first = input({ units, schedule: placed({ "anchor.service": M1, "c.service": M2 }) });
+      const actions = decide(first);
+      expect(lines(actions)).toEqual([
+        "schedule a.service on 1a2b3c4d: least loaded of 2 eligible machines",
+        "unschedule a.service from 1a2b3c4d: replaced by b.service",
+        "schedule b.service on 1a2b3c4d: with peer anchor.service",
+        "pending a.service: replaced by b.service on 1a2b3c4d; placing it again next pass",
+      ]);
+      expect(lines(decide(next(first, actions)))).toEqual([
+        "schedule a.service on 5e6f7a8b: only eligible machine",
+        "clear-pending a.service",
+      ]);
+    });
+
+    it("leaves a replaced unit pending when the only machine it may use holds its replacer", () => {
+      const units = [
+        unit("a.service", { machineID: "1a2b3c4d" }),
+        unit("b.service", { replaces: ["a.service"] }),
+      ];
+      const out = run({ units, schedule: placed({ "b.service": M1 }) });
+      expect(out).toEqual(["pending a.service: replaced by b.service on every eligible machine"]);
+    });
+
+    it("places each unit at most once per pass, so a ring of Replaces cannot loop", () => {
+      const units = [
+        unit("u.service", { replaces: ["v.service"] }),
+        unit("v.service", { replaces: ["w.service"] }),
+        unit("w.service", { replaces: ["u.service"] }),
+      ];
+      const scheduled = decide(input({ units })).filter((a) => a.kind === "schedule");
+      expect(new Set(scheduled.map((a) => a.unit)).size).toBe(scheduled.length);
     });
 
     it("ignores circular replaces", () => {
@@ -609,6 +667,17 @@ describe("decide: failed units", () => {
     expect(
       run(base({ units: [unit("web.service", {}, { state: "loaded" })], failures, states: [] })),
     ).toEqual([]);
+  });
+
+  it("says so when the machine it was moving to was taken by an earlier unit in the same pass", () => {
+    // Step 2 sees M2 free; step 3 places `a` (pinned to M2, conflicting with web) there first.
+    const units = [web, unit("a.service", { machineID: "5e6f7a8b", conflicts: ["web.service"] })];
+    expect(run(base({ units, machines: [machine(M1), machine(M2)] }))).toEqual([
+      "unschedule web.service from 1a2b3c4d: failed on 1a2b3c4d",
+      "failures web.service: 1 moves",
+      "schedule a.service on 5e6f7a8b: pinned to machine 5e6f7a8b",
+      "pending web.service: failed on 1a2b3c4d; no other machine is eligible",
+    ]);
   });
 
   it("settles after a move: the next pass leaves the moved unit alone", () => {
