@@ -1,11 +1,19 @@
 // The etcd key layout: the only module that knows key names. Documented in docs/etcd-keys.md.
 //
-// Lease-bound keys (machines/, states/, engine/leader) vanish with their machine's lease, which is
-// how the cluster learns that a machine is gone.
+// Lease-bound keys (machines/, states/, services/, engine/leader) vanish with their machine's
+// lease, which is how the cluster learns that a machine is gone.
 
 export const DEFAULT_PREFIX = "/flotilla/";
 
-export type KeyFamily = "units" | "schedule" | "pending" | "failures" | "machines" | "metadata" | "states";
+export type KeyFamily =
+  | "units"
+  | "schedule"
+  | "pending"
+  | "failures"
+  | "machines"
+  | "metadata"
+  | "states"
+  | "services";
 
 export class Keys {
   constructor(readonly prefix: string = DEFAULT_PREFIX) {}
@@ -72,6 +80,21 @@ export class Keys {
     return `${this.unitStates(name)}${machineID}`;
   }
 
+  /**
+   * `services/<service>/<machineID>/<unit>` → ServiceRecord JSON under the publishing machine's
+   * lease, present while the unit is active. Service names are DNS labels and unit names have no
+   * "/", so the key splits back unambiguously.
+   */
+  services(): string {
+    return `${this.prefix}services/`;
+  }
+  serviceInstances(service: string): string {
+    return `${this.services()}${service}/`;
+  }
+  service(service: string, machineID: string, unit: string): string {
+    return `${this.serviceInstances(service)}${machineID}/${unit}`;
+  }
+
   /** `engine/leader` → machine ID of the elected engine, under its lease. */
   engineLeader(): string {
     return `${this.prefix}engine/leader`;
@@ -94,6 +117,7 @@ export class Keys {
       ["machines", this.machines()],
       ["metadata", this.metadataPrefix()],
       ["states", this.states()],
+      ["services", this.services()],
     ];
   }
 
@@ -103,5 +127,14 @@ export class Keys {
     const slash = rest?.lastIndexOf("/") ?? -1;
     if (rest === undefined || slash <= 0) return undefined;
     return { name: rest.slice(0, slash), machineID: rest.slice(slash + 1) };
+  }
+
+  /** Splits `services/<service>/<machineID>/<unit>` back into its parts. */
+  parseServiceKey(key: string): { service: string; machineID: string; unit: string } | undefined {
+    if (!key.startsWith(this.services())) return undefined;
+    const parts = key.slice(this.services().length).split("/");
+    if (parts.length !== 3 || parts.some((p) => p === "")) return undefined;
+    const [service = "", machineID = "", unit = ""] = parts;
+    return { service, machineID, unit };
   }
 }
