@@ -46,7 +46,7 @@ export interface EngineInput {
   failures: Map<string, FailureRecord>;
   machines: Machine[];
   states: UnitState[];
-  /** Just became leader or etcd just came back: a missing machine may only be unseen, not lost. */
+  /** etcd just came back: a machine missing from the snapshot may be unseen rather than lost. */
   settling: boolean;
   policy: EnginePolicy;
 }
