@@ -3,7 +3,8 @@ import { tabwrite } from "../../fleetctl/tabwriter.js";
 
 describe("tabwrite (Go text/tabwriter, minwidth 0, tabwidth 8, padding 1, '\\t')", () => {
   it("reproduces fleet's observed list-machines layout", () => {
-    const input = "MACHINE\tIP\tMETADATA\n113f16a7...\t172.17.8.103\taz=us-west-1b\ne793afb9...\t172.17.8.101\t-\n";
+    const input =
+      "MACHINE\tIP\tMETADATA\n113f16a7...\t172.17.8.103\taz=us-west-1b\ne793afb9...\t172.17.8.101\t-\n";
     expect(tabwrite(input)).toBe(
       "MACHINE\t\tIP\t\tMETADATA\n113f16a7...\t172.17.8.103\taz=us-west-1b\ne793afb9...\t172.17.8.101\t-\n",
     );
