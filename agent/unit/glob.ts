@@ -5,64 +5,87 @@
 // start a range, so `[]a]`, `[-a]` and `[a-]` are malformed, while a reversed range such as
 // `[z-a]` is well-formed and matches nothing. A malformed pattern (Go's ErrBadPattern) matches
 // nothing. Characters are code points, as Go's are runes.
+//
+// Matching follows Go's algorithm rather than a regular expression: a pattern splits at its stars
+// into fixed-length chunks, and each chunk after a star takes the leftmost place it fits, so
+// matching is linear in pattern times name, where a backtracking RegExp can take exponential
+// time on a pattern such as `a*a*a*a*b`.
 
 export function matchGlob(pattern: string, name: string): boolean {
-  return compiled(pattern)?.test(name) ?? false;
+  const chunks = compiled(pattern);
+  return chunks !== undefined && matchChunks(chunks, Array.from(name));
 }
 
 export function isValidGlob(pattern: string): boolean {
   return compiled(pattern) !== undefined;
 }
 
-/** Compiled patterns, undefined for malformed ones; scheduling matches the same few patterns often. */
-const cache = new Map<string, RegExp | undefined>();
+type Item =
+  | { kind: "anyButSlash" }
+  | { kind: "char"; char: string }
+  | { kind: "class"; negated: boolean; ranges: [low: number, high: number][] };
 
-function compiled(pattern: string): RegExp | undefined {
-  if (!cache.has(pattern)) cache.set(pattern, compile(pattern));
+/** Items that must match consecutive characters, after a star when `afterStar`. */
+interface Chunk {
+  afterStar: boolean;
+  items: Item[];
+}
+
+/** Parsed patterns, undefined for malformed ones; scheduling matches the same few patterns often. */
+const cache = new Map<string, Chunk[] | undefined>();
+
+function compiled(pattern: string): Chunk[] | undefined {
+  if (!cache.has(pattern)) cache.set(pattern, parse(pattern));
   return cache.get(pattern);
 }
 
-function compile(pattern: string): RegExp | undefined {
+function parse(pattern: string): Chunk[] | undefined {
   const chars = Array.from(pattern);
-  let source = "";
+  const chunks: Chunk[] = [];
+  let chunk: Chunk = { afterStar: false, items: [] };
   for (let i = 0; i < chars.length; i++) {
     const char = chars[i];
     if (char === "*") {
-      source += "[^/]*";
+      // Consecutive stars are one star.
+      if (chunk.items.length > 0) {
+        chunks.push(chunk);
+        chunk = { afterStar: true, items: [] };
+      }
+      chunk.afterStar = true;
     } else if (char === "?") {
-      source += "[^/]";
+      chunk.items.push({ kind: "anyButSlash" });
     } else if (char === "[") {
-      const charClass = compileClass(chars, i + 1);
+      const charClass = parseClass(chars, i + 1);
       if (charClass === undefined) return undefined;
-      source += charClass.source;
+      chunk.items.push(charClass.item);
       i = charClass.close;
     } else {
       const literal = char === "\\" ? chars[++i] : char;
       if (literal === undefined) return undefined;
-      source += literal.replace(/[\\^$.*+?()[\]{}|/]/, "\\$&");
+      chunk.items.push({ kind: "char", char: literal });
     }
   }
-  return new RegExp(`^${source}$`, "u");
+  if (chunk.afterStar || chunk.items.length > 0) chunks.push(chunk);
+  return chunks;
 }
 
 /** The class whose body starts at `start`, and the index of its closing "]". */
-function compileClass(chars: string[], start: number): { source: string; close: number } | undefined {
+function parseClass(chars: string[], start: number): { item: Item; close: number } | undefined {
   let i = start;
   const negated = chars[i] === "^";
   if (negated) i++;
 
   // Go's getEsc: one possibly escaped character that must be followed by more pattern.
-  const classChar = (): string | undefined => {
+  const classChar = (): number | undefined => {
     let char = chars[i];
     if (char === "-" || char === "]") return undefined;
     if (char === "\\") char = chars[++i];
     i++;
-    return i < chars.length ? char : undefined;
+    return char !== undefined && i < chars.length ? char.codePointAt(0) : undefined;
   };
 
-  let ranges = "";
-  let rangeCount = 0;
-  while (!(chars[i] === "]" && rangeCount > 0)) {
+  const ranges: [number, number][] = [];
+  while (!(chars[i] === "]" && ranges.length > 0)) {
     const low = classChar();
     if (low === undefined) return undefined;
     let high = low;
@@ -72,16 +95,54 @@ function compileClass(chars: string[], start: number): { source: string; close: 
       if (end === undefined) return undefined;
       high = end;
     }
-    // A reversed range is not an error in Go, it just matches nothing; a JavaScript class rejects it.
-    if ((low.codePointAt(0) ?? 0) <= (high.codePointAt(0) ?? 0)) {
-      ranges += `${escapeInClass(low)}-${escapeInClass(high)}`;
-    }
-    rangeCount++;
+    ranges.push([low, high]);
   }
-  // An empty JavaScript class matches nothing, and a negated empty one any character: as in Go.
-  return { source: `[${negated ? "^" : ""}${ranges}]`, close: i };
+  return { item: { kind: "class", negated, ranges }, close: i };
 }
 
-function escapeInClass(char: string): string {
-  return char.replace(/[\\\]^[-]/, "\\$&");
+/** Go's Match loop over chunks. */
+function matchChunks(chunks: Chunk[], name: string[]): boolean {
+  let position = 0;
+  for (const [index, { afterStar, items }] of chunks.entries()) {
+    const isLast = index === chunks.length - 1;
+    // A trailing star takes the rest of the name, as long as it has no '/'.
+    if (afterStar && items.length === 0) return !name.slice(position).includes("/");
+    // The last chunk must end at the end of the name; an earlier one may end anywhere.
+    const fits = (end: number | undefined): end is number =>
+      end !== undefined && (!isLast || end === name.length);
+
+    let end = matchChunk(items, name, position);
+    if (!fits(end) && afterStar) {
+      for (let skip = position; skip < name.length && name[skip] !== "/"; skip++) {
+        end = matchChunk(items, name, skip + 1);
+        if (fits(end)) break;
+      }
+    }
+    if (!fits(end)) return false;
+    position = end;
+  }
+  return position === name.length;
+}
+
+/** Where `items` stop matching `name` from `start`, or undefined when they do not match there. */
+function matchChunk(items: Item[], name: string[], start: number): number | undefined {
+  if (start + items.length > name.length) return undefined;
+  for (const [offset, item] of items.entries()) {
+    if (!matchItem(item, name[start + offset] ?? "")) return undefined;
+  }
+  return start + items.length;
+}
+
+function matchItem(item: Item, char: string): boolean {
+  switch (item.kind) {
+    case "anyButSlash":
+      return char !== "/";
+    case "char":
+      return char === item.char;
+    case "class": {
+      const code = char.codePointAt(0) ?? -1;
+      const inRange = item.ranges.some(([low, high]) => low <= code && code <= high);
+      return inRange !== item.negated;
+    }
+  }
 }
