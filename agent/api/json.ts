@@ -189,7 +189,9 @@ function scanLiteral(text: string, start: number): number | { offset: number; pr
 }
 
 function quoteChar(c: string): string {
-  return c === "'" ? `"'"` : `'${JSON.stringify(c).slice(1, -1)}'`;
+  if (c === "'") return `"'"`;
+  // Control characters are shown escaped; anything else as itself.
+  return c < " " || c === "\x7f" ? `'${JSON.stringify(c).slice(1, -1)}'` : `'${c}'`;
 }
 
 /** 1-based line and column (in characters) of `offset`. */

@@ -1,0 +1,289 @@
+import { describe, expect, it } from "vitest";
+import { ApiError } from "../../agent/api/errors.js";
+import {
+  checkUnitPut,
+  decideUnitPut,
+  deriveCurrentState,
+  indexStates,
+  optionProblems,
+  parseUnitBody,
+  toWireUnit,
+  type UnitBody,
+  unitReason,
+} from "../../agent/api/units.js";
+import type { FailureRecord, Placement, UnitOption, UnitRecord, UnitState } from "../../agent/model.js";
+import type { PendingReason } from "../../agent/registry/registry.js";
+import { unitHash } from "../../agent/unit/index.js";
+
+const HELLO: UnitOption[] = [{ section: "Service", name: "ExecStart", value: "/bin/true" }];
+
+function record(
+  name: string,
+  options = HELLO,
+  desiredState: UnitRecord["desiredState"] = "launched",
+): UnitRecord {
+  return { name, options, hash: unitHash(options), desiredState };
+}
+
+function state(name: string, machineID: string, activeState = "active"): UnitState {
+  return { name, machineID, hash: "h", loadState: "loaded", activeState, subState: "running" };
+}
+
+function placed(machineID: string): Placement {
+  return { machineID, at: 0, reason: "least loaded" };
+}
+
+function apiError(fn: () => unknown): ApiError {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(ApiError);
+    return err as ApiError;
+  }
+  throw new Error("expected an ApiError");
+}
+
+describe("parseUnitBody", () => {
+  it("reads fleetctl's bodies", () => {
+    expect(
+      parseUnitBody({ name: "a.service", options: [{ name: "ExecStart", section: "Service", value: "x" }] }),
+    ).toEqual({ name: "a.service", options: [{ section: "Service", name: "ExecStart", value: "x" }] });
+    expect(parseUnitBody({ desiredState: "launched", name: "a.service" })).toEqual({
+      name: "a.service",
+      desiredState: "launched",
+    });
+  });
+
+  it("matches keys case-insensitively and ignores unknown and read-only fields, like Go", () => {
+    expect(
+      parseUnitBody({
+        Name: "a.service",
+        DesiredState: "loaded",
+        currentState: "launched",
+        machineID: "m",
+        x: 1,
+      }),
+    ).toEqual({ name: "a.service", desiredState: "loaded" });
+  });
+
+  it("treats null, empty strings and empty arrays as absent (Go's len==0)", () => {
+    expect(parseUnitBody({ name: null, desiredState: "", options: [] })).toEqual({});
+    expect(parseUnitBody({ options: null })).toEqual({});
+  });
+
+  it("says which field has the wrong type", () => {
+    expect(apiError(() => parseUnitBody([])).message).toBe(
+      "unable to decode body: expected a Unit object, got an array",
+    );
+    expect(apiError(() => parseUnitBody({ name: 3 })).message).toBe("name: expected a string, got a number");
+    expect(apiError(() => parseUnitBody({ options: {} })).message).toBe(
+      "options: expected an array, got an object",
+    );
+    expect(
+      apiError(() => parseUnitBody({ options: [{ section: "S", name: "N", value: "v" }, "x"] })).message,
+    ).toBe("options[1]: expected an object, got a string");
+    expect(apiError(() => parseUnitBody({ options: [{ section: "S", name: "N", value: 1 }] })).message).toBe(
+      "options[0].value: expected a string, got a number",
+    );
+  });
+
+  it("refuses an unknown desiredState", () => {
+    const err = apiError(() => parseUnitBody({ desiredState: "running" }));
+    expect(err.status).toBe(400);
+    expect(err.message).toBe('invalid desiredState "running": must be one of inactive, loaded, launched');
+  });
+});
+
+describe("checkUnitPut", () => {
+  it("refuses a body name that differs from the URL's", () => {
+    const err = apiError(() => checkUnitPut("a.service", { name: "b.service" }));
+    expect(err.status).toBe(400);
+    expect(err.message).toBe('name in URL "a.service" differs from unit name in request body "b.service"');
+  });
+
+  it("refuses invalid names with fleet's messages", () => {
+    expect(apiError(() => checkUnitPut("foo", {})).message).toBe('unit name must contain "."');
+    expect(apiError(() => checkUnitPut("a.exe", {})).message).toBe('invalid unit type: "exe"');
+  });
+
+  it("refuses to activate a template, on every path", () => {
+    for (const desiredState of ["loaded", "launched"] as const) {
+      const err = apiError(() => checkUnitPut("foo@.service", { desiredState, options: HELLO }));
+      expect(err.status).toBe(400);
+      expect(err.message).toBe('cannot activate template "foo@.service"');
+    }
+    expect(() => checkUnitPut("foo@.service", { desiredState: "inactive" })).not.toThrow();
+    expect(() => checkUnitPut("foo@1.service", { desiredState: "launched" })).not.toThrow();
+  });
+});
+
+describe("decideUnitPut", () => {
+  it("creates a new unit, inactive unless told otherwise (201)", () => {
+    expect(decideUnitPut("a.service", { options: HELLO }, undefined)).toEqual({
+      kind: "create",
+      unit: { name: "a.service", options: HELLO, hash: unitHash(HELLO), desiredState: "inactive" },
+      warnings: [],
+    });
+    const put = decideUnitPut("a.service", { options: HELLO, desiredState: "launched" }, undefined);
+    expect(put.kind === "create" && put.unit.desiredState).toBe("launched");
+  });
+
+  it("answers 409 for a new unit without options", () => {
+    const err = apiError(() => decideUnitPut("a.service", { desiredState: "launched" }, undefined));
+    expect(err.status).toBe(409);
+    expect(err.message).toBe("unit does not exist and options field empty");
+  });
+
+  it("refuses invalid [X-Fleet] combinations and unserializable options with 400", () => {
+    const options = [
+      ...HELLO,
+      { section: "X-Fleet", name: "MachineID", value: "abc" },
+      { section: "X-Fleet", name: "Global", value: "true" },
+    ];
+    const err = apiError(() => decideUnitPut("a.service", { options }, undefined));
+    expect(err.status).toBe(400);
+    expect(err.message).toBe("invalid unit options: MachineID cannot be used with Global");
+    const bad = [{ section: "Service", name: "ExecStart", value: "a\nb" }];
+    expect(apiError(() => decideUnitPut("a.service", { options: bad }, undefined)).message).toMatch(
+      /^invalid unit options: a.service as serialized:3: expected "Name=Value"/,
+    );
+  });
+
+  it("passes [X-Fleet] warnings on", () => {
+    const options = [...HELLO, { section: "X-Fleet", name: "Foo", value: "bar" }];
+    const put = decideUnitPut("a.service", { options }, undefined);
+    expect(put.kind === "create" && put.warnings).toEqual([
+      'unrecognized requirement in [X-Fleet] section: "Foo"',
+    ]);
+  });
+
+  it("replaces an existing unit sent with other options, resetting its desiredState (201)", () => {
+    const other = [{ section: "Service", name: "ExecStart", value: "/bin/false" }];
+    const existing = record("a.service");
+    expect(decideUnitPut("a.service", { options: other }, existing)).toMatchObject({
+      kind: "replace",
+      unit: { hash: unitHash(other), desiredState: "inactive" },
+    });
+    expect(decideUnitPut("a.service", { options: other, desiredState: "loaded" }, existing)).toMatchObject({
+      kind: "replace",
+      unit: { desiredState: "loaded" },
+    });
+  });
+
+  it("sets only the desiredState of an existing unit (204), which must be given (409)", () => {
+    const existing = record("a.service");
+    expect(decideUnitPut("a.service", { desiredState: "loaded" }, existing)).toEqual({
+      kind: "setDesiredState",
+      desiredState: "loaded",
+    });
+    // The same options again count as no options, as in fleet.
+    expect(decideUnitPut("a.service", { options: HELLO, desiredState: "inactive" }, existing)).toEqual({
+      kind: "setDesiredState",
+      desiredState: "inactive",
+    });
+    for (const body of [{}, { options: HELLO }] as UnitBody[]) {
+      const err = apiError(() => decideUnitPut("a.service", body, existing));
+      expect(err.status).toBe(409);
+      expect(err.message).toBe("must provide DesiredState to update existing unit");
+    }
+  });
+});
+
+describe("optionProblems", () => {
+  it("accepts options that survive serialization, line continuations included", () => {
+    expect(optionProblems("a.service", HELLO)).toEqual([]);
+    const continued = [{ section: "Service", name: "ExecStart", value: "/bin/sh -c \\\n  'sleep 1'" }];
+    expect(optionProblems("a.service", continued)).toEqual([]);
+    // Blanks around a value are trimmed by systemd; fleet stored them, so they pass.
+    expect(optionProblems("a.service", [{ section: "Service", name: "A", value: " x " }])).toEqual([]);
+  });
+
+  it("names empty sections and names", () => {
+    expect(
+      optionProblems("a.service", [
+        { section: "", name: "A", value: "x" },
+        { section: "S", name: "", value: "x" },
+      ]),
+    ).toEqual(["options[0]: section is empty", "options[1]: name is empty"]);
+  });
+
+  it("refuses options that would turn into others or break the file", () => {
+    expect(optionProblems("a.service", [{ section: "Service", name: "A=B", value: "x" }])[0]).toMatch(
+      /^options\[0\] .* does not survive serialization/,
+    );
+    expect(optionProblems("a.service", [{ section: "Serv]ice", name: "A", value: "x" }])[0]).toMatch(
+      /unexpected text after section header/,
+    );
+    expect(optionProblems("a.service", [{ section: "Service", name: "A", value: "x".repeat(3000) }])).toEqual(
+      ["a.service as serialized:2: line too long (max 2048 bytes)"],
+    );
+  });
+});
+
+describe("deriveCurrentState (fleet's job state)", () => {
+  const m1 = "m1";
+  it.each([
+    ["launched", undefined, undefined, "inactive"],
+    ["launched", placed(m1), undefined, "inactive"],
+    ["launched", placed(m1), state("a.service", "m2"), "inactive"],
+    ["loaded", placed(m1), state("a.service", m1), "loaded"],
+    ["launched", placed(m1), state("a.service", m1, "inactive"), "loaded"],
+    ["launched", placed(m1), state("a.service", m1, "active"), "launched"],
+    ["launched", placed(m1), state("a.service", m1, "activating"), "launched"],
+    ["launched", placed(m1), state("a.service", m1, "failed"), "launched"],
+    ["inactive", placed(m1), state("a.service", m1, "active"), "loaded"],
+  ] as const)("desired %s, placement %j, state %j → %s", (desired, placement, target, expected) => {
+    expect(deriveCurrentState(desired, placement, target)).toBe(expected);
+  });
+});
+
+describe("unitReason", () => {
+  const unit = record("a.service");
+  const snap = (pending?: PendingReason, failures?: FailureRecord) => ({
+    pending: new Map(pending ? [["a.service", pending]] : []),
+    failures: new Map(failures ? [["a.service", failures]] : []),
+  });
+
+  it("is empty when nothing went wrong", () => {
+    expect(unitReason(unit, snap())).toBeUndefined();
+  });
+
+  it("prefers giving up, then pending, then the last failure move", () => {
+    const moves = [
+      { from: "m1", at: Date.UTC(2024, 0, 1) },
+      { from: "m2", at: Date.UTC(2024, 0, 2) },
+    ];
+    const pending = { reason: "no machine has metadata region=eu", at: 1 };
+    expect(unitReason(unit, snap(pending, { hash: unit.hash, moves, gaveUp: "failed 3 times" }))).toBe(
+      "failed 3 times",
+    );
+    expect(unitReason(unit, snap(pending, { hash: unit.hash, moves }))).toBe(pending.reason);
+    expect(unitReason(unit, snap(undefined, { hash: unit.hash, moves }))).toBe(
+      "moved off machine m2 after it failed there at 2024-01-02T00:00:00.000Z",
+    );
+  });
+
+  it("ignores failures of an older version of the unit", () => {
+    expect(
+      unitReason(unit, snap(undefined, { hash: "old", moves: [{ from: "m1", at: 0 }], gaveUp: "x" })),
+    ).toBe(undefined);
+  });
+});
+
+describe("toWireUnit", () => {
+  it("shows the unit with Go's key order, omitting empty fields", () => {
+    const unit = record("a.service");
+    const idle = { schedule: new Map(), pending: new Map(), failures: new Map() };
+    expect(JSON.stringify(toWireUnit(unit, idle, indexStates([])))).toBe(
+      '{"currentState":"inactive","desiredState":"launched","name":"a.service",' +
+        '"options":[{"name":"ExecStart","section":"Service","value":"/bin/true"}]}',
+    );
+    const running = { ...idle, schedule: new Map([["a.service", placed("m1")]]) };
+    expect(toWireUnit(unit, running, indexStates([state("a.service", "m1")]))).toMatchObject({
+      currentState: "launched",
+      machineID: "m1",
+    });
+    const pending = { ...idle, pending: new Map([["a.service", { reason: "no eligible machine", at: 0 }]]) };
+    expect(toWireUnit(unit, pending, indexStates([])).reason).toBe("no eligible machine");
+  });
+});
