@@ -396,13 +396,15 @@ class Pass {
     }
   }
 
-  /** Failure records of another version of the unit, or of a unit unloaded or destroyed, are stale. */
+  /**
+   * Failure records of another version of the unit, or of a unit stopped, unloaded or destroyed,
+   * are stale: an operator's stop + start is a deliberate retry from scratch.
+   */
   private forgetFailures(): void {
     for (const [name, record] of sorted(this.input.failures)) {
       if (this.failuresWritten.has(name)) continue;
       const unit = this.units.get(name);
-      const stale =
-        !unit || record.hash !== unit.hash || (unit.desiredState === "inactive" && !this.placed.has(name));
+      const stale = !unit || record.hash !== unit.hash || unit.desiredState !== "launched";
       if (stale) this.actions.push({ kind: "failures", unit: name, record: undefined });
     }
   }

@@ -662,11 +662,11 @@ describe("decide: failed units", () => {
     ]);
   });
 
-  it("keeps the record of a stopped unit that is still placed", () => {
-    const failures = new Map([["web.service", { hash: "h1", moves: [{ from: M2, at: 0 }] }]]);
+  it("forgets the record of a stopped unit, so the next start retries from scratch", () => {
+    const failures = new Map([["web.service", { hash: "h1", moves: [{ from: M2, at: 0 }], gaveUp: "x" }]]);
     expect(
       run(base({ units: [unit("web.service", {}, { state: "loaded" })], failures, states: [] })),
-    ).toEqual([]);
+    ).toEqual(["failures web.service: cleared"]);
   });
 
   it("says so when the machine it was moving to was taken by an earlier unit in the same pass", () => {
