@@ -5,11 +5,12 @@
 //
 // Where go-systemd silently drops text (anything before the first section, the line after a
 // comment ending in "\") or accepts nonsense (a section name spanning lines, an empty key, an
-// empty file), this parser raises a UnitFileError instead, so no content is lost unnoticed.
+// empty file), this parser raises a UnitFileError instead, so no content is lost unnoticed. It also
+// takes CRLF line ends, where go-systemd keeps the "\r" and so misses a "\" continuation.
 
 import { createHash } from "node:crypto";
 import type { UnitOption } from "../model.js";
-import { goTrimLeft, goTrimSpace } from "./go.js";
+import { goQuote, goTrimLeft, goTrimSpace } from "./go.js";
 
 /** go-systemd rejects lines of this many bytes or more: systemd silently truncated them. */
 const LINE_MAX_BYTES = 2048;
@@ -52,7 +53,7 @@ export function parseUnitFile(text: string, source: string): UnitOption[] {
     } else {
       if (section === undefined) throw lineError("line is outside any [Section]");
       const equals = content.indexOf("=");
-      if (equals === -1) throw lineError(`expected "Name=Value", found no "=" in ${JSON.stringify(content)}`);
+      if (equals === -1) throw lineError(`expected "Name=Value", found no "=" in ${goQuote(content)}`);
       const name = goTrimSpace(content.slice(0, equals));
       if (name === "") throw lineError("option has an empty name");
       const { value, next } = readValue(lines, index, content.slice(equals + 1));
@@ -91,11 +92,11 @@ function isCommentStart(content: string): boolean {
 function sectionName(content: string, lineError: (message: string) => UnitFileError): string {
   const close = content.indexOf("]");
   // go-systemd would read on to a "]" on a later line and make the newline part of the name.
-  if (close === -1) throw lineError(`unterminated section header ${JSON.stringify(content)}`);
+  if (close === -1) throw lineError(`unterminated section header ${goQuote(content)}`);
   const name = content.slice(1, close);
   if (name === "") throw lineError("empty section name");
   const trailing = goTrimSpace(content.slice(close + 1));
-  if (trailing !== "") throw lineError(`unexpected text after section header: ${JSON.stringify(trailing)}`);
+  if (trailing !== "") throw lineError(`unexpected text after section header: ${goQuote(trailing)}`);
   return name;
 }
 

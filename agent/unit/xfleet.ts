@@ -90,8 +90,9 @@ export function parseRequirements(
       continue;
     }
     const { tokens, unterminatedQuote } = splitValue(option.value);
-    if (unterminatedQuote)
+    if (unterminatedQuote) {
       warnings.push(`[X-Fleet] ${option.name} has an unterminated quote: ${goQuote(option.value)}`);
+    }
     if (SINGLE_VALUED.has(field) && tokens.length > 1) {
       warnings.push(`[X-Fleet] ${option.name} takes one value, got ${goQuote(option.value)}`);
     }
@@ -128,7 +129,8 @@ export function parseRequirements(
  * Problems that make unit `name` unschedulable, [] when there are none. The combination rules and
  * their messages are fleet's ValidateOptions (MachineOf is "Peers" there); fleet stops at the first,
  * this reports all. Malformed metadata, bad glob patterns, invalid MachineOf names and a unit
- * naming itself in MachineOf are Flotilla's additions: fleet accepted them and never placed the unit.
+ * naming itself in MachineOf are Flotilla's additions: fleet accepted them, then silently ignored
+ * the metadata or pattern, or never placed the unit.
  */
 export function validateRequirements(name: string, requirements: Requirements): string[] {
   const { machineOf, conflicts, replaces } = requirements;

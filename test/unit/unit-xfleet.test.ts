@@ -267,6 +267,14 @@ describe("parseRequirements", () => {
       ]);
     });
 
+    it("quote names as Go's %q does", () => {
+      expect(xfleet("a.service", "Fo\to=1", "Café☺=1", 'Say"hi"=1').warnings).toEqual([
+        'unrecognized requirement in [X-Fleet] section: "Fo\\to"',
+        'unrecognized requirement in [X-Fleet] section: "Café☺"',
+        'unrecognized requirement in [X-Fleet] section: "Say\\"hi\\""',
+      ]);
+    });
+
     it("flag a section that differs from [X-Fleet] only in case, once", () => {
       const options = parseUnitFile("[X-FLEET]\nGlobal=true\nConflicts=x\n", "a.service");
       expect(parseRequirements("a.service", options)).toEqual({
