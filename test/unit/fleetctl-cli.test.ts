@@ -1,0 +1,656 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type {
+  WireCommandOutput,
+  WireMachine,
+  WireUnit,
+  WireUnitOption,
+  WireUnitState,
+} from "../../agent/api/schema.js";
+import type { DesiredState } from "../../agent/model.js";
+import { runCli, runFleetctl } from "../../fleetctl/cli.js";
+import type { ClientOptions, FleetApi, JournalOptions } from "../../fleetctl/client.js";
+import { VERSION } from "../../fleetctl/version.js";
+import type { Clock } from "../../fleetctl/wait.js";
+
+const M1 = "113f16a7a5fb45a6b6e5b7f1e0a7c0d1";
+const HELLO_TEXT = '[Service]\nExecStart=/bin/bash -c "while true; do echo Hello, World!; sleep 1; done"\n';
+const HELLO: WireUnitOption[] = [
+  {
+    section: "Service",
+    name: "ExecStart",
+    value: '/bin/bash -c "while true; do echo Hello, World!; sleep 1; done"',
+  },
+];
+const SLEEP: WireUnitOption[] = [{ section: "Service", name: "ExecStart", value: "/bin/sleep 1000" }];
+const GLOBAL: WireUnitOption[] = [...SLEEP, { section: "X-Fleet", name: "Global", value: "true" }];
+
+/**
+ * An in-memory cluster. With `settle` on, a desired-state change is reflected at once in the
+ * unit's currentState and in systemd's state on machine M1, as a healthy cluster would.
+ */
+class FakeCluster implements FleetApi {
+  store = new Map<string, WireUnit>();
+  machineList: WireMachine[] = [{ id: M1, primaryIP: "172.17.8.103" }];
+  settle = true;
+  calls: string[] = [];
+  status: WireCommandOutput | undefined = { exitCode: 0, output: "● a.service\n" };
+  journalOutput: WireCommandOutput = { exitCode: 0, output: "-- Logs --\n" };
+  journalCalls: JournalOptions[] = [];
+  failMachines = false;
+
+  add(
+    name: string,
+    options: WireUnitOption[],
+    state: DesiredState = "inactive",
+    extra: Partial<WireUnit> = {},
+  ) {
+    this.store.set(name, {
+      name,
+      options,
+      desiredState: state,
+      currentState: state,
+      ...(state === "inactive" ? {} : { machineID: M1 }),
+      ...extra,
+    });
+  }
+
+  async units(): Promise<WireUnit[]> {
+    this.calls.push("units");
+    return [...this.store.values()].map((u) => ({ ...u }));
+  }
+  async unit(name: string): Promise<WireUnit | undefined> {
+    this.calls.push(`unit ${name}`);
+    const u = this.store.get(name);
+    return u && { ...u };
+  }
+  async createUnit(name: string, options: WireUnitOption[]): Promise<void> {
+    this.calls.push(`create ${name}`);
+    this.store.set(name, { name, options, desiredState: "inactive", currentState: "inactive" });
+  }
+  async setUnitTargetState(name: string, state: DesiredState): Promise<void> {
+    this.calls.push(`set ${name} ${state}`);
+    const u = this.store.get(name);
+    if (!u) throw new Error("googleapi: Error 404: unit does not exist");
+    u.desiredState = state;
+    if (this.settle) {
+      u.currentState = state;
+      if (state === "inactive") delete u.machineID;
+      else u.machineID = M1;
+    }
+  }
+  async destroyUnit(name: string): Promise<boolean> {
+    this.calls.push(`destroy ${name}`);
+    return this.store.delete(name);
+  }
+  async unitStates(): Promise<WireUnitState[]> {
+    this.calls.push("states");
+    return [...this.store.values()].flatMap((u) => {
+      const s = this.stateOf(u);
+      return s ? [s] : [];
+    });
+  }
+  async unitState(name: string): Promise<WireUnitState | undefined> {
+    this.calls.push(`state ${name}`);
+    const u = this.store.get(name);
+    return u && this.stateOf(u);
+  }
+  async machines(): Promise<WireMachine[]> {
+    this.calls.push("machines");
+    if (this.failMachines)
+      throw new Error("googleapi: Error 503: fleet server unable to communicate with etcd");
+    return this.machineList;
+  }
+  async unitStatus(name: string): Promise<WireCommandOutput | undefined> {
+    this.calls.push(`status ${name}`);
+    return this.status;
+  }
+  async unitJournal(name: string, opts: JournalOptions): Promise<WireCommandOutput | undefined> {
+    this.calls.push(`journal ${name}`);
+    this.journalCalls.push(opts);
+    return this.journalOutput;
+  }
+  async followJournal(name: string, opts: JournalOptions, sink: (chunk: string) => void): Promise<boolean> {
+    this.calls.push(`follow ${name}`);
+    this.journalCalls.push(opts);
+    sink("a\n");
+    sink("b\n");
+    return true;
+  }
+  close(): void {}
+
+  private stateOf(u: WireUnit): WireUnitState | undefined {
+    if (!u.machineID || u.currentState === "inactive") return undefined;
+    const launched = u.currentState === "launched";
+    return {
+      name: u.name,
+      hash: "3750b3e9f3962a56c7582929426e9abb012754cf",
+      machineID: u.machineID,
+      systemdLoadState: "loaded",
+      systemdActiveState: launched ? "active" : "inactive",
+      systemdSubState: launched ? "running" : "dead",
+    };
+  }
+}
+
+function fakeClock(): Clock {
+  let now = 0;
+  return {
+    now: () => now,
+    sleep: async (ms) => {
+      now += ms;
+    },
+  };
+}
+
+let cwd: string;
+let cluster: FakeCluster;
+
+beforeEach(() => {
+  cwd = mkdtempSync(path.join(tmpdir(), "fleetctl-cli-"));
+  cluster = new FakeCluster();
+});
+afterEach(() => rmSync(cwd, { recursive: true, force: true }));
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  client: ClientOptions | undefined;
+  clock: Clock;
+}
+
+async function run(argv: string[], env: Record<string, string> = {}): Promise<Run> {
+  let stdout = "";
+  let stderr = "";
+  let client: ClientOptions | undefined;
+  const clock = fakeClock();
+  const code = await runCli(
+    argv,
+    {
+      stdout: { write: (c: string) => (stdout += c) },
+      stderr: { write: (c: string) => (stderr += c) },
+      env,
+      cwd,
+    },
+    {
+      createApi: (opts) => {
+        client = opts;
+        return cluster;
+      },
+      clock,
+    },
+  );
+  return { code, stdout, stderr, client, clock };
+}
+
+describe("command line", () => {
+  it("prints help without arguments and exits 0", async () => {
+    const r = await run([]);
+    expect(r.code).toBe(0);
+    for (const section of ["NAME:", "USAGE:", "VERSION:", "COMMANDS:", "GLOBAL OPTIONS:"]) {
+      expect(r.stdout).toContain(section);
+    }
+    expect(r.client).toBeUndefined();
+  });
+
+  it("prints the version for version, --version and -v", async () => {
+    for (const argv of [["version"], ["--version"], ["-v"], ["--version", "list-units"]]) {
+      const r = await run(argv);
+      expect(r).toMatchObject({ code: 0, stdout: `fleetctl version ${VERSION}\n` });
+    }
+    expect(VERSION).toMatch(/^1\.0\.0\+flotilla\./);
+  });
+
+  it("prints command help for help CMD and --help", async () => {
+    const a = await run(["help", "list-units"]);
+    const b = await run(["list-units", "--help"]);
+    expect(a.code).toBe(0);
+    expect(a.stdout).toContain("fleetctl list-units - List the current state of units in the cluster");
+    expect(a.stdout).toContain("OPTIONS:");
+    expect(b.stdout).toBe(a.stdout);
+  });
+
+  it("reports an unknown or ambiguous command and exits 0, like fleet", async () => {
+    for (const word of ["bogus", "list"]) {
+      const r = await run([word]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe(
+        `Error: unknown command "${word}" for "fleetctl"\nRun 'fleetctl --help' for usage.\n`,
+      );
+      expect(r.client).toBeUndefined();
+    }
+  });
+
+  it("runs a command by unique prefix", async () => {
+    const r = await run(["list-m"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe("MACHINE\t\tIP\t\tMETADATA\n113f16a7...\t172.17.8.103\t-\n");
+  });
+
+  it("accepts -l and --l as --full (fleet's -l was broken)", async () => {
+    for (const flag of ["-l", "--l", "--full"]) {
+      const r = await run(["list-machines", flag, "--no-legend"]);
+      expect(r.stdout).toBe(`${M1}\t172.17.8.103\t-\n`);
+    }
+  });
+
+  it("reports flag errors with usage and exits 0, like fleet", async () => {
+    const unknown = await run(["list-units", "--bogus"]);
+    expect(unknown.code).toBe(0);
+    expect(unknown.stderr).toMatch(/^Error: unknown flag: --bogus\nNAME:\n\tfleetctl list-units/);
+    const short = await run(["list-units", "-x"]);
+    expect(short.stderr).toMatch(/^Error: unknown shorthand flag: 'x' in -x\n/);
+    const bad = await run(["start", "--block-attempts=many", "a.service"]);
+    expect(bad.code).toBe(0);
+    expect(bad.stderr).toMatch(
+      /^Error: invalid argument "many" for "--block-attempts" flag: strconv.ParseInt: parsing "many": invalid syntax\n/,
+    );
+    expect(cluster.calls).toEqual([]);
+  });
+
+  it("verify is deprecated and exits 2", async () => {
+    const r = await run(["verify", "a.service"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe("WARNING: The signed/verified units feature is DEPRECATED and cannot be used.\n");
+  });
+});
+
+describe("client setup", () => {
+  it("defaults to the fleet socket with a 3 s request timeout", async () => {
+    const r = await run(["list-units"]);
+    expect(r.client).toMatchObject({
+      endpoint: { kind: "unix", socketPath: "/var/run/fleet.sock" },
+      timeoutMs: 3000,
+      debug: undefined,
+    });
+  });
+
+  it("reads global flags from FLEETCTL_* unless given, and places them anywhere", async () => {
+    const env = {
+      FLEETCTL_ENDPOINT: "http://env:1",
+      FLEETCTL_REQUEST_TIMEOUT: "0.5",
+      FLEETCTL_DEBUG: "true",
+    };
+    const fromEnv = await run(["list-units"], env);
+    expect(fromEnv.client).toMatchObject({ endpoint: { host: "env", port: 1 }, timeoutMs: 500 });
+    expect(fromEnv.client?.debug).toBeTypeOf("function");
+    const fromFlags = await run(["list-units", "--endpoint", "http://cli:2", "--request-timeout=1.5"], env);
+    expect(fromFlags.client).toMatchObject({ endpoint: { host: "cli", port: 2 }, timeoutMs: 1500 });
+    const before = await run(["--endpoint", "http://pre:3", "--debug", "list-units"]);
+    expect(before.client).toMatchObject({ endpoint: { host: "pre", port: 3 } });
+    expect(before.client?.debug).toBeTypeOf("function");
+  });
+
+  it("refuses other drivers and bad endpoints with exit 1", async () => {
+    const driver = await run(["list-units", "--driver=etcd"]);
+    expect(driver).toMatchObject({
+      code: 1,
+      stderr: 'Unable to initialize client: unrecognized driver "etcd"\n',
+    });
+    const endpoint = await run(["list-units"], { FLEETCTL_ENDPOINT: "unix://var/run/x" });
+    expect(endpoint).toMatchObject({
+      code: 1,
+      stderr: 'Unable to initialize client: unable to connect to host "var" with scheme "unix"\n',
+    });
+    expect((await run(["list-units", "--tunnel=bastion"])).code).toBe(1);
+  });
+
+  it("warns that only the first endpoint is used", async () => {
+    const r = await run(["list-units", "--endpoint=http://a:1,http://b:2"]);
+    expect(r.stderr).toBe("WARNING: multiple endpoints provided but only the first (http://a:1) is used\n");
+    expect(r.client).toMatchObject({ endpoint: { host: "a" } });
+  });
+
+  it("fails fast, naming the endpoint, when the API is unreachable", async () => {
+    let stderr = "";
+    const socket = path.join(cwd, "absent.sock");
+    const started = Date.now();
+    const code = await runFleetctl(["list-units"], {
+      stdout: { write: () => true },
+      stderr: { write: (c: string) => (stderr += c) },
+      env: { FLEETCTL_ENDPOINT: `unix://${socket}` },
+      cwd,
+    });
+    expect(code).toBe(1);
+    expect(stderr).toBe(
+      `Error retrieving list of units from repository: cannot reach fleet API at unix://${socket} (GET /fleet/v1/state?alt=json): no such socket file (ENOENT)\n`,
+    );
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});
+
+describe("submit, load and start", () => {
+  it("submits a unit file and waits for inactive", async () => {
+    writeFileSync(path.join(cwd, "hello.service"), HELLO_TEXT);
+    const r = await run(["submit", "hello"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Unit hello.service inactive\n", stderr: "" });
+    expect(cluster.store.get("hello.service")?.options).toEqual(HELLO);
+  });
+
+  it("says No units given and exits 0", async () => {
+    for (const cmd of ["submit", "load", "start", "stop", "unload", "destroy"]) {
+      expect(await run([cmd])).toMatchObject({ code: 0, stderr: "No units given\n" });
+    }
+  });
+
+  it("starts a new unit: create, inactive, launched, systemd active", async () => {
+    writeFileSync(path.join(cwd, "hello.service"), HELLO_TEXT);
+    const r = await run(["start", "hello.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: "Unit hello.service inactive\nUnit hello.service launched on 113f16a7.../172.17.8.103\n",
+      stderr: "",
+    });
+    expect(cluster.calls).toContain("set hello.service launched");
+    expect(cluster.calls.at(-1)).toBe("state hello.service");
+  });
+
+  it("loads a unit", async () => {
+    cluster.add("a.service", SLEEP);
+    const r = await run(["load", "a.service"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Unit a.service loaded on 113f16a7.../172.17.8.103\n" });
+  });
+
+  it("prints Triggered unit X start once with --no-block", async () => {
+    cluster.add("a.service", SLEEP);
+    const r = await run(["start", "--no-block", "a.service"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Triggered unit a.service start\n" });
+  });
+
+  it("triggers global units without waiting", async () => {
+    cluster.add("g.service", GLOBAL);
+    cluster.settle = false;
+    const r = await run(["start", "g.service"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Triggered global unit g.service start\n" });
+  });
+
+  it("reports a unit already launched instead of staying silent (fleet#1091)", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    const r = await run(["start", "a.service"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Unit a.service launched on 113f16a7.../172.17.8.103\n" });
+    expect(cluster.calls).not.toContain("set a.service launched");
+  });
+
+  it("creates an instance from the template on disk", async () => {
+    writeFileSync(path.join(cwd, "web@.service"), "[Service]\nExecStart=/bin/sleep %i\n");
+    const r = await run(["start", "web@1.service"]);
+    expect(r.code).toBe(0);
+    expect(cluster.calls.slice(0, 3)).toEqual([
+      "unit web@1.service",
+      "unit web@.service",
+      "create web@1.service",
+    ]);
+    expect(cluster.store.get("web@1.service")?.options).toEqual([
+      { section: "Service", name: "ExecStart", value: "/bin/sleep %i" },
+    ]);
+  });
+
+  it("prefers the template in the registry", async () => {
+    cluster.add("web@.service", SLEEP);
+    writeFileSync(path.join(cwd, "web@.service"), "[Service]\nExecStart=/bin/other\n");
+    const r = await run(["load", "web@2"]);
+    expect(r.code).toBe(0);
+    expect(cluster.store.get("web@2.service")?.options).toEqual(SLEEP);
+    expect(r.stderr).toBe(
+      "WARNING: Unit web@.service in registry differs from local template unit file web@2.service. Add --replace to override.\n",
+    );
+  });
+
+  it("fails when neither the unit nor a template can be found", async () => {
+    const r = await run(["start", "nothing.service"]);
+    expect(r).toMatchObject({
+      code: 1,
+      stderr: "Error creating units: unable to find Unit(nothing.service) in Registry or on filesystem\n",
+    });
+  });
+
+  it("gives up after --block-attempts with the server's reason (fleet#559)", async () => {
+    cluster.add("a.service", SLEEP, "inactive", { reason: "no machine matches MachineMetadata=disk=ssd" });
+    cluster.settle = false;
+    const r = await run(["start", "a.service"]);
+    expect(r).toMatchObject({
+      code: 1,
+      stdout: "",
+      stderr:
+        "Error waiting for units: unit a.service cannot be scheduled: no machine matches MachineMetadata=disk=ssd\n",
+    });
+    expect(r.clock.now()).toBe(20_000);
+    const two = await run(["start", "--block-attempts=2", "a.service"]);
+    expect(two.clock.now()).toBe(4000);
+  });
+
+  it("times out with fleet's message when there is no reason", async () => {
+    cluster.add("a.service", SLEEP);
+    cluster.settle = false;
+    const r = await run(["load", "--block-attempts=1", "a.service"]);
+    expect(r).toMatchObject({
+      code: 1,
+      stderr: "Error waiting for units: timed out waiting for unit a.service to report state loaded\n",
+    });
+  });
+});
+
+describe("submit --replace and local differences", () => {
+  beforeEach(() => writeFileSync(path.join(cwd, "hello.service"), HELLO_TEXT));
+
+  it("warns when the registry's unit differs and --replace is not given", async () => {
+    cluster.add("hello.service", SLEEP);
+    const r = await run(["submit", "hello.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: "",
+      stderr:
+        "WARNING: Unit hello.service in registry differs from local unit file hello.service. Add --replace to override.\n",
+    });
+    expect(cluster.store.get("hello.service")?.options).toEqual(SLEEP);
+  });
+
+  it("replaces a unit whose desired state allows it", async () => {
+    cluster.add("hello.service", SLEEP, "loaded");
+    const r = await run(["start", "--replace", "hello.service"]);
+    expect(r.code).toBe(0);
+    expect(cluster.store.get("hello.service")).toMatchObject({ options: HELLO, desiredState: "launched" });
+    expect(r.stdout).toBe(
+      "Unit hello.service inactive\nUnit hello.service launched on 113f16a7.../172.17.8.103\n",
+    );
+  });
+
+  it("refuses to replace in a state the command does not allow", async () => {
+    cluster.add("hello.service", SLEEP, "launched");
+    const r = await run(["submit", "--replace", "hello.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stderr:
+        "Warning: can not replace Unit(hello.service) in state 'launched', use the appropriate command\n",
+    });
+    expect(cluster.store.get("hello.service")?.options).toEqual(SLEEP);
+  });
+
+  it("does nothing for an identical unit", async () => {
+    cluster.add("hello.service", HELLO);
+    const r = await run(["submit", "--replace", "hello.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: "Found same Unit(hello.service) in Registry, nothing to do\n",
+    });
+    expect(cluster.calls).not.toContain("create hello.service");
+  });
+});
+
+describe("stop, unload, destroy, restart", () => {
+  it("stops launched units", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    cluster.add("b.service", SLEEP, "launched");
+    const r = await run(["stop", "a", "b.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout:
+        "Unit a.service loaded on 113f16a7.../172.17.8.103\nUnit b.service loaded on 113f16a7.../172.17.8.103\n",
+      stderr: "Successfully stopped units [a.service b.service].\n",
+    });
+  });
+
+  it("refuses to stop an inactive unit", async () => {
+    cluster.add("a.service", SLEEP);
+    expect(await run(["stop", "a.service"])).toMatchObject({
+      code: 1,
+      stderr: "Unable to stop unit a.service in state inactive\n",
+    });
+  });
+
+  it("says Units not found in registry and exits 0", async () => {
+    for (const cmd of ["stop", "unload", "destroy"]) {
+      expect(await run([cmd, "nope.service"])).toMatchObject({
+        code: 0,
+        stderr: "Units not found in registry\n",
+      });
+    }
+  });
+
+  it("stops without blocking", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    cluster.add("g.service", GLOBAL, "launched");
+    const r = await run(["stop", "--no-block", "a.service", "g.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: "Triggered global unit g.service stop\nTriggered unit a.service stop\n",
+      stderr: "Successfully stopped units [a.service].\n",
+    });
+  });
+
+  it("unloads units", async () => {
+    cluster.add("a.service", SLEEP, "loaded");
+    const r = await run(["unload", "a.service"]);
+    expect(r).toMatchObject({
+      code: 0,
+      stdout: "Unit a.service inactive\n",
+      stderr: "Successfully unloaded units [a.service].\n",
+    });
+  });
+
+  it("destroys units and waits until they are gone", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    const r = await run(["destroy", "a.service"]);
+    expect(r).toMatchObject({ code: 0, stdout: "Destroyed a.service\n" });
+    expect(cluster.calls).toEqual(["units", "destroy a.service", "unit a.service"]);
+  });
+
+  it("restarts a launched unit through loaded", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    const r = await run(["restart", "a.service"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      "Unit a.service loaded on 113f16a7.../172.17.8.103\nUnit a.service launched on 113f16a7.../172.17.8.103\n",
+    );
+    expect(cluster.calls.filter((c) => c.startsWith("set"))).toEqual([
+      "set a.service loaded",
+      "set a.service launched",
+    ]);
+  });
+});
+
+describe("listing and inspection", () => {
+  it("lists units, with Flotilla's reason on request", async () => {
+    cluster.add("b.service", SLEEP, "launched", { reason: "moved after failure" });
+    cluster.add("a.service", HELLO, "launched");
+    expect((await run(["list-units"])).stdout).toBe(
+      "UNIT\t\tMACHINE\t\t\t\tACTIVE\tSUB\n" +
+        "a.service\t113f16a7.../172.17.8.103\tactive\trunning\n" +
+        "b.service\t113f16a7.../172.17.8.103\tactive\trunning\n",
+    );
+    expect((await run(["list-units", "--fields=unit,reason", "--no-legend"])).stdout).toBe(
+      "a.service\t-\nb.service\tmoved after failure\n",
+    );
+  });
+
+  it("rejects unknown fields with exit 1", async () => {
+    expect(await run(["list-unit-files", "--fields=unit,foo"])).toMatchObject({
+      code: 1,
+      stderr: 'Invalid key in output format: "foo"\n',
+    });
+  });
+
+  it("lists unit files sorted by name", async () => {
+    cluster.add("hello.service", HELLO, "launched");
+    cluster.add("a.service", SLEEP);
+    expect((await run(["list-unit-files", "--no-legend", "--fields=unit,hash,dstate,state"])).stdout).toBe(
+      "a.service\t2d432f4\tinactive\tinactive\nhello.service\t3750b3e\tlaunched\tlaunched\n",
+    );
+  });
+
+  it("explains list-machines failures like fleet", async () => {
+    cluster.failMachines = true;
+    expect(await run(["list-machines"])).toMatchObject({
+      code: 1,
+      stdout: "",
+      stderr:
+        "Error retrieving list of active machines from fleet API (googleapi: Error 503: fleet server unable to communicate with etcd)\n" +
+        "Possible issues:\n" +
+        "  etcd is unhealthy and/or lost quorum\n" +
+        "  connection cannot be established to any etcd servers\n",
+    });
+  });
+
+  it("cats the stored unit without adding a newline", async () => {
+    cluster.add("web@.service", [
+      { section: "Unit", name: "Description", value: "Web" },
+      { section: "Service", name: "ExecStart", value: "/bin/web" },
+      { section: "Unit", name: "After", value: "network.target" },
+    ]);
+    expect(await run(["cat", "web@"])).toMatchObject({
+      code: 0,
+      stdout: "[Unit]\nDescription=Web\nAfter=network.target\n\n[Service]\nExecStart=/bin/web\n",
+    });
+    expect(await run(["cat", "nope"])).toMatchObject({ code: 1, stderr: "Unit nope.service not found\n" });
+    expect(await run(["cat"])).toMatchObject({ code: 1, stderr: "One unit file must be provided\n" });
+  });
+
+  it("passes status output and exit code through", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    cluster.status = { exitCode: 3, output: "● a.service - failed\n" };
+    expect(await run(["status", "a.service"])).toMatchObject({ code: 3, stdout: "● a.service - failed\n" });
+    expect(await run(["status", "b.service"])).toMatchObject({
+      code: 1,
+      stderr: "Unit b.service does not exist.\n",
+    });
+    expect(await run(["status"])).toMatchObject({ code: 0, stdout: "", stderr: "" });
+  });
+
+  it("refuses status of a unit that is not loaded", async () => {
+    cluster.add("a.service", SLEEP);
+    expect(await run(["status", "a.service"])).toMatchObject({
+      code: 1,
+      stderr: "Unit a.service does not appear to be loaded.\n",
+    });
+  });
+
+  it("prints the journal with --lines/-n and --output, and follows with -f", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    expect(await run(["journal", "-n", "5", "--output=cat", "a"])).toMatchObject({
+      code: 0,
+      stdout: "-- Logs --\n",
+    });
+    expect(await run(["journal", "-f", "a.service"])).toMatchObject({ code: 0, stdout: "a\nb\n" });
+    expect(cluster.journalCalls).toEqual([
+      { lines: 5, output: "cat" },
+      { lines: 10, output: "short" },
+    ]);
+    expect(cluster.calls).toContain("follow a.service");
+  });
+
+  it("checks journal arguments like fleet", async () => {
+    cluster.add("g.service", GLOBAL, "launched");
+    expect(await run(["journal"])).toMatchObject({ code: 1, stderr: "One unit file must be provided.\n" });
+    expect(await run(["journal", "x.service"])).toMatchObject({
+      code: 1,
+      stderr: "Unit x.service does not exist.\n",
+    });
+    expect(await run(["journal", "g.service"])).toMatchObject({
+      code: 1,
+      stderr: "Unable to retrieve journal of global unit g.service.\n",
+    });
+  });
+});
