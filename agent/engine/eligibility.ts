@@ -3,7 +3,7 @@
 // each machine's reconciler (which global units to run). Pure: no I/O, no clock.
 
 import type { DesiredState, Machine, Requirements } from "../model.js";
-import { matchGlob } from "../unit/glob.js";
+import { isTemplate, matchGlob } from "../unit/index.js";
 
 /** A unit as the placement rules see it. */
 export interface UnitRef {
@@ -129,12 +129,6 @@ export function matchesMachineID(machine: Machine, id: string): boolean {
 
 export function shortID(machineID: string): string {
   return machineID.slice(0, 8);
-}
-
-/** `foo@.service`: stored like any unit, but only its instances ever run. */
-export function isTemplate(name: string): boolean {
-  const dot = name.lastIndexOf(".");
-  return dot > 0 && name[dot - 1] === "@";
 }
 
 /** `disk=ssd, region=us-east|us-west`: keys ANDed, `|` between a key's ORed values. */

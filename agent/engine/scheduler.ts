@@ -12,13 +12,13 @@
 
 import type { FailureRecord, Machine, Placement, Requirements, UnitRecord, UnitState } from "../model.js";
 import type { PendingReason } from "../registry/registry.js";
+import { isTemplate } from "../unit/index.js";
 import {
   ableToRun,
   compare,
   displacedBy,
   formatMetadata,
   globalUnitsFor,
-  isTemplate,
   occupants,
   placementView,
   type Rule,

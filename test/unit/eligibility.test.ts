@@ -4,7 +4,6 @@ import {
   displacedBy,
   formatMetadata,
   globalUnitsFor,
-  isTemplate,
   matchesMachineID,
   type PlacementView,
   placementView,
@@ -259,12 +258,6 @@ describe("Replaces", () => {
 });
 
 describe("helpers", () => {
-  it("isTemplate recognises `name@.suffix` only", () => {
-    expect(isTemplate("web@.service")).toBe(true);
-    expect(isTemplate("web@1.service")).toBe(false);
-    expect(isTemplate("web.service")).toBe(false);
-  });
-
   it("matchesMachineID accepts the full or short ID", () => {
     expect(matchesMachineID(machine(A), A)).toBe(true);
     expect(matchesMachineID(machine(A), "aaaaaaaa")).toBe(true);
