@@ -15,6 +15,8 @@ await build({
   format: "esm",
   sourcemap: "linked",
   logLevel: "warning",
+  // dbus-next's X11 session-bus discovery and its optional native unix-fd socket are never used.
+  external: ["x11", "usocket"],
   // Some dependencies are CommonJS and call require(); give the ESM bundle one.
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
 });
