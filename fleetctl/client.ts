@@ -75,7 +75,7 @@ export interface ClientOptions {
 
 const JSON_HEADERS = { "Content-Type": "application/json" };
 
-export function unitPath(name: string): string {
+function unitPath(name: string): string {
   // encodeURIComponent escapes '@' as %40, like fleet's generated client.
   return `${API_PREFIX}/units/${encodeURIComponent(name)}`;
 }
@@ -85,7 +85,9 @@ export class HttpFleetApi implements FleetApi {
   private readonly host: string;
 
   constructor(private readonly opts: ClientOptions) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+    // No keep-alive: a poll reusing a socket the server just closed would fail for no reason,
+    // and a fresh connection to the local socket costs next to nothing.
+    this.agent = new http.Agent({ keepAlive: false, maxSockets: 8 });
     this.host = opts.endpoint.kind === "unix" ? "domain-sock" : hostHeader(opts.endpoint);
   }
 

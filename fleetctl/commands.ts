@@ -1,7 +1,7 @@
 // The fleetctl commands (fleet-compat.md §1.2). Each returns the exit code; messages and exit
 // codes are fleet's except where fleet-compat.md §5 (or a plain bug) calls for better, as noted.
 
-import type { WireMachine, WireUnit, WireUnitState } from "../agent/api/schema.js";
+import type { WireCommandOutput, WireMachine, WireUnit, WireUnitState } from "../agent/api/schema.js";
 import type { CurrentState, DesiredState } from "../agent/model.js";
 import { mangleUnitName, serializeUnit } from "../agent/unit/index.js";
 import type { CommandContext } from "./context.js";
@@ -435,7 +435,7 @@ const status: Command = async (ctx, args) => {
       ctx.err(`Unit ${name} does not appear to be loaded.`);
       return 1;
     }
-    let result: Awaited<ReturnType<CommandContext["api"]["unitStatus"]>>;
+    let result: WireCommandOutput | undefined;
     try {
       result = await ctx.api.unitStatus(name);
     } catch (err) {

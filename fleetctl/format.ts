@@ -6,7 +6,7 @@ import { parseRequirements, unitHash } from "../agent/unit/index.js";
 import { tabwrite } from "./tabwriter.js";
 
 /** `113f16a7...`, or the full ID with --full (fleet's machineIDLegend). */
-export function machineIDLegend(id: string, full: boolean): string {
+function machineIDLegend(id: string, full: boolean): string {
   return full ? id : `${id.slice(0, 8)}...`;
 }
 

@@ -86,7 +86,7 @@ export const GLOBAL_FLAGS: FlagSpec[] = [
 ];
 
 /** Global flags that take a value, so the command word can be found after `--endpoint X`. */
-export const GLOBAL_VALUE_FLAGS = new Set(GLOBAL_FLAGS.filter((f) => f.type !== "bool").map((f) => f.name));
+const GLOBAL_VALUE_FLAGS = new Set(GLOBAL_FLAGS.filter((f) => f.type !== "bool").map((f) => f.name));
 
 const blockAttempts = (what: string): FlagSpec => ({
   name: "block-attempts",

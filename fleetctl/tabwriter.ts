@@ -21,7 +21,7 @@ export interface TabWriterOptions {
 }
 
 /** fleetctl's configuration (fleetctl/help.go getTabOutWithWriter). */
-export const FLEET_TABWRITER: TabWriterOptions = { minwidth: 0, tabwidth: 8, padding: 1, padchar: "\t" };
+const FLEET_TABWRITER: TabWriterOptions = { minwidth: 0, tabwidth: 8, padding: 1, padchar: "\t" };
 
 interface Cell {
   text: string;

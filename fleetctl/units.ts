@@ -21,7 +21,7 @@ import { type WaitBudget, waitForUnitState } from "./wait.js";
 export type CreatingCommand = "submit" | "load" | "start";
 
 /** Desired states in which --replace may replace a unit, per command (fleet-compat.md §1.2). */
-export const REPLACE_ALLOWED: Record<CreatingCommand, readonly DesiredState[]> = {
+const REPLACE_ALLOWED: Record<CreatingCommand, readonly DesiredState[]> = {
   submit: ["inactive"],
   load: ["inactive", "loaded"],
   start: ["inactive", "loaded", "launched"],
@@ -38,7 +38,7 @@ export function errorText(err: unknown): string {
 }
 
 /** The argument as a file path with `.service` added when it has no known unit suffix. */
-export function withDefaultSuffix(arg: string): string {
+function withDefaultSuffix(arg: string): string {
   const base = path.posix.basename(arg);
   const name = mangleUnitName(arg);
   return name.startsWith(base) ? arg + name.slice(base.length) : arg;
