@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Bundle entry point (dist/fleetctl.js).
+// Bundle entry point (dist/fleetctl.js). Bundle as ESM: yargs 18 is ESM-only and uses import.meta.
 import { runFleetctl } from "./cli.js";
 
 // `fleetctl list-units | head -1` closes stdout early; that is not an error worth a stack trace.
