@@ -65,7 +65,7 @@ export interface WireError {
   error: { code: number; message: string };
 }
 
-/** Flotilla extension: GET /flotilla/v1/status/{unit} and /journal/{unit} on the unit's machine. */
+/** Flotilla extension: GET /flotilla/v1/units/{name}/status and …/journal, answered by the unit's machine. */
 export interface WireCommandOutput {
   exitCode: number;
   output: string;
