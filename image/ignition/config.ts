@@ -86,7 +86,8 @@ class Checker {
     for (const key of Object.keys(v)) {
       if (allowed.includes(key)) continue;
       const p = path === "$" ? key : `${path}.${key}`;
-      if (KNOWN_UNSUPPORTED[kind]?.includes(key)) this.add(p, "is not supported by Flotilla (see docs/ignition.md)");
+      if (KNOWN_UNSUPPORTED[kind]?.includes(key))
+        this.add(p, "is not supported by Flotilla (see docs/ignition.md)");
       else this.add(p, `unknown field (supported here: ${allowed.join(", ")})`);
     }
     return v as Obj;
@@ -125,7 +126,10 @@ class Checker {
   mode(v: unknown, path: string, fallback: number): number {
     if (v === undefined || v === null) return fallback;
     if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 0o7777) {
-      this.add(path, `must be an integer permission mode from 0 to 4095 (decimal, e.g. 420 for 0644), got ${describe(v)}`);
+      this.add(
+        path,
+        `must be an integer permission mode from 0 to 4095 (decimal, e.g. 420 for 0644), got ${describe(v)}`,
+      );
       return fallback;
     }
     return v as number;
@@ -136,7 +140,11 @@ class Checker {
     const p = this.string(v, path, true);
     if (p === undefined) return undefined;
     if (!p.startsWith("/")) this.add(path, `must be an absolute path, got ${JSON.stringify(p)}`);
-    else if (p === "/" || p.endsWith("/") || p.split("/").some((s, i) => i > 0 && (s === "" || s === "." || s === "..")))
+    else if (
+      p === "/" ||
+      p.endsWith("/") ||
+      p.split("/").some((s, i) => i > 0 && (s === "" || s === "." || s === ".."))
+    )
       this.add(path, `must be a normalized path to a file or directory, got ${JSON.stringify(p)}`);
     else if (p === "/usr" || p.startsWith("/usr/"))
       this.add(path, `${p} is on the read-only /usr image; write to /etc or /var instead`);
@@ -173,7 +181,8 @@ export function decodeDataUrl(url: string): Buffer {
 
 const UNIT_NAME = /^[A-Za-z0-9:_.\\@-]+\.(service|socket|timer|target|path|mount|automount|swap|slice)$/;
 const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
-const SSH_KEY = /^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
+const SSH_KEY =
+  /^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
 
 /** Parses and validates a config; `plan` is set only when there are no problems. */
 export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } {
@@ -188,12 +197,16 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
   const root = c.object(doc, "$", "root", ["ignition", "passwd", "storage", "systemd"]);
   if (!root) return { problems: c.problems };
 
-  const ign = root.ignition === undefined ? undefined : c.object(root.ignition, "ignition", "ignition", ["version"]);
+  const ign =
+    root.ignition === undefined ? undefined : c.object(root.ignition, "ignition", "ignition", ["version"]);
   if (root.ignition === undefined) c.add("ignition", "is required (with a version)");
   if (ign) {
     const version = c.string(ign.version, "ignition.version", true);
     if (version !== undefined && !SUPPORTED_VERSIONS.includes(version))
-      c.add("ignition.version", `${JSON.stringify(version)} is not supported (supported: ${SUPPORTED_VERSIONS.join(", ")})`);
+      c.add(
+        "ignition.version",
+        `${JSON.stringify(version)} is not supported (supported: ${SUPPORTED_VERSIONS.join(", ")})`,
+      );
   }
 
   if (root.passwd !== undefined) {
@@ -204,21 +217,23 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
       const user = c.object(u, p, "user", ["name", "sshAuthorizedKeys", "groups"]);
       if (!user) return;
       const name = c.string(user.name, `${p}.name`, true);
-      if (name !== undefined && !USER_NAME.test(name)) c.add(`${p}.name`, `${JSON.stringify(name)} is not a valid user name`);
+      if (name !== undefined && !USER_NAME.test(name))
+        c.add(`${p}.name`, `${JSON.stringify(name)} is not a valid user name`);
       else if (name !== undefined && seen.has(name)) c.add(`${p}.name`, `user ${name} is listed twice`);
       if (name !== undefined) seen.add(name);
       const keys = c.array(user.sshAuthorizedKeys, `${p}.sshAuthorizedKeys`).flatMap((k, j) => {
         const kp = `${p}.sshAuthorizedKeys[${j}]`;
         const key = c.string(k, kp, true);
         if (key !== undefined && !SSH_KEY.test(key.trim())) {
-          c.add(kp, "is not an OpenSSH public key (expected e.g. \"ssh-ed25519 AAAA... comment\")");
+          c.add(kp, 'is not an OpenSSH public key (expected e.g. "ssh-ed25519 AAAA... comment")');
           return [];
         }
         return key === undefined ? [] : [key.trim()];
       });
       const groups = c.array(user.groups, `${p}.groups`).flatMap((g, j) => {
         const group = c.string(g, `${p}.groups[${j}]`, true);
-        if (group !== undefined && !USER_NAME.test(group)) c.add(`${p}.groups[${j}]`, `${JSON.stringify(group)} is not a valid group name`);
+        if (group !== undefined && !USER_NAME.test(group))
+          c.add(`${p}.groups[${j}]`, `${JSON.stringify(group)} is not a valid group name`);
         return group === undefined ? [] : [group];
       });
       if (name !== undefined) plan.users.push({ name, sshAuthorizedKeys: keys, groups });
@@ -263,7 +278,10 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
             contents = decodeDataUrl(source);
             if (compression === "gzip") contents = gunzipSync(contents);
           } catch (err) {
-            c.add(`${p}.contents.source`, (err as Error).message.replace(/^incorrect header check$/, "is not gzip data"));
+            c.add(
+              `${p}.contents.source`,
+              (err as Error).message.replace(/^incorrect header check$/, "is not gzip data"),
+            );
           }
         }
       }
@@ -282,7 +300,8 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
       const unit = c.object(u, p, "unit", ["name", "enabled", "mask", "contents", "dropins"]);
       if (!unit) return;
       const name = c.string(unit.name, `${p}.name`, true);
-      if (name !== undefined && !UNIT_NAME.test(name)) c.add(`${p}.name`, `${JSON.stringify(name)} is not a valid unit name`);
+      if (name !== undefined && !UNIT_NAME.test(name))
+        c.add(`${p}.name`, `${JSON.stringify(name)} is not a valid unit name`);
       else if (name !== undefined && seen.has(name)) c.add(`${p}.name`, `unit ${name} is listed twice`);
       if (name !== undefined) seen.add(name);
       const enabled = c.boolean(unit.enabled, `${p}.enabled`);
@@ -294,12 +313,19 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
         const dropin = c.object(d, dp, "dropin", ["name", "contents"]);
         if (!dropin) return [];
         const dname = c.string(dropin.name, `${dp}.name`, true);
-        if (dname !== undefined && !/^[A-Za-z0-9_.@-]+\.conf$/.test(dname)) c.add(`${dp}.name`, `must be a file name ending in .conf, got ${JSON.stringify(dname)}`);
+        if (dname !== undefined && !/^[A-Za-z0-9_.@-]+\.conf$/.test(dname))
+          c.add(`${dp}.name`, `must be a file name ending in .conf, got ${JSON.stringify(dname)}`);
         const dcontents = c.string(dropin.contents, `${dp}.contents`, false) ?? "";
         return dname === undefined ? [] : [{ name: dname, contents: dcontents }];
       });
       if (name !== undefined)
-        plan.units.push({ name, mask, dropins, ...(enabled === undefined ? {} : { enabled }), ...(contents === undefined ? {} : { contents }) });
+        plan.units.push({
+          name,
+          mask,
+          dropins,
+          ...(enabled === undefined ? {} : { enabled }),
+          ...(contents === undefined ? {} : { contents }),
+        });
     });
   }
 

@@ -28,7 +28,8 @@ function sleep(ms: number): void {
 
 /** The config and where it came from; fw_cfg wins over OEM. */
 function findConfig(): { source: string; text: string } | undefined {
-  if (existsSync(FW_CFG)) return { source: "QEMU fw_cfg opt/org.flotilla/config.ign", text: readFileSync(FW_CFG, "utf8") };
+  if (existsSync(FW_CFG))
+    return { source: "QEMU fw_cfg opt/org.flotilla/config.ign", text: readFileSync(FW_CFG, "utf8") };
   // udev may still be creating the by-partlabel links this early in boot.
   for (let i = 0; i < 20 && !existsSync(OEM_DEVICE); i++) sleep(500);
   if (!existsSync(OEM_DEVICE)) return undefined;
@@ -36,7 +37,9 @@ function findConfig(): { source: string; text: string } | undefined {
   sh("mount", ["-o", "ro", OEM_DEVICE, OEM_MOUNT]);
   try {
     const file = join(OEM_MOUNT, "config.ign");
-    return existsSync(file) ? { source: "the OEM partition (config.ign)", text: readFileSync(file, "utf8") } : undefined;
+    return existsSync(file)
+      ? { source: "the OEM partition (config.ign)", text: readFileSync(file, "utf8") }
+      : undefined;
   } finally {
     sh("umount", [OEM_MOUNT]);
   }
@@ -124,7 +127,11 @@ async function main(argv: string[]): Promise<number> {
   }
   const found = findConfig();
   const marker = (source: string, sha256: string) =>
-    writeAtomic(MARKER, `${JSON.stringify({ source, sha256, appliedAt: new Date().toISOString() })}\n`, 0o644);
+    writeAtomic(
+      MARKER,
+      `${JSON.stringify({ source, sha256, appliedAt: new Date().toISOString() })}\n`,
+      0o644,
+    );
   if (!found) {
     say("flotilla-ignition: no config (checked fw_cfg and OEM:/config.ign); nothing to provision");
     await marker("none", "");

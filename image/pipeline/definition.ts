@@ -73,7 +73,9 @@ export function definitionProblems(d: unknown): string[] {
       labels.length !== (name === "usr" || name === "usrVerity" ? 2 : 1) ||
       labels.some((l) => typeof l !== "string" || !/^[A-Z0-9-]{1,36}$/.test(l))
     )
-      problems.push(`"partitions.${name}" needs ${name.startsWith("usr") ? "two labels" : "a label"} (A-Z 0-9 -)`);
+      problems.push(
+        `"partitions.${name}" needs ${name.startsWith("usr") ? "two labels" : "a label"} (A-Z 0-9 -)`,
+      );
   }
   return problems;
 }

@@ -101,9 +101,14 @@ async function main(): Promise<void> {
     join(out, "build.json"),
     `${JSON.stringify({ seconds, stages: cache.timings, sizes, budget: lines, rawBytes: (await stat(disk.raw)).size, qcow2Bytes: (await stat(disk.qcow2)).size }, null, 2)}\n`,
   );
-  for (const l of lines) log("budget", `${l.ok ? "ok  " : "OVER"} ${l.what}: ${fmtMiB(l.actual)} of ${fmtMiB(l.limit)}`);
-  log("done", `${out}: disk.raw, disk.qcow2 (${fmtMiB((await stat(disk.qcow2)).size)}), payload/ in ${seconds.toFixed(1)} s`);
-  if (customize.placeholderAgent) log("done", "warning: built with a placeholder agent (dist/agent.js missing)");
+  for (const l of lines)
+    log("budget", `${l.ok ? "ok  " : "OVER"} ${l.what}: ${fmtMiB(l.actual)} of ${fmtMiB(l.limit)}`);
+  log(
+    "done",
+    `${out}: disk.raw, disk.qcow2 (${fmtMiB((await stat(disk.qcow2)).size)}), payload/ in ${seconds.toFixed(1)} s`,
+  );
+  if (customize.placeholderAgent)
+    log("done", "warning: built with a placeholder agent (dist/agent.js missing)");
   if (!existsSync(join(out, "disk.raw"))) throw new BuildError("disk.raw was not written");
 }
 

@@ -4,7 +4,7 @@ import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { lstat, readdir, readFile, readlink } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 
 export class BuildError extends Error {
   override name = "BuildError";
@@ -87,3 +87,8 @@ export function log(stage: string, msg: string): void {
 
 export const MiB = 1024 * 1024;
 export const fmtMiB = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
+
+/** Hash of a stage's own source, so editing one stage rebuilds it and what follows, not the rest. */
+export function stageCode(stage: string): Promise<string> {
+  return hashFile(resolve("image/pipeline/stages", `${stage}.ts`));
+}

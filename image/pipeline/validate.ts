@@ -36,7 +36,13 @@ export async function checkPackages(def: Definition, cacheRoot: string): Promise
   }
   let out: string;
   try {
-    out = await run("apt-get", [...opts, "--simulate", "--no-install-recommends", "install", ...def.packages]);
+    out = await run("apt-get", [
+      ...opts,
+      "--simulate",
+      "--no-install-recommends",
+      "install",
+      ...def.packages,
+    ]);
   } catch (err) {
     const unknown = unknownPackages((err as Error).message);
     if (unknown.length > 0)

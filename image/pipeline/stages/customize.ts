@@ -3,12 +3,22 @@
 // update can ship new ones. Takes the kernel and initrd out of /boot for the ESP.
 
 import { existsSync } from "node:fs";
-import { appendFile, chmod, copyFile, mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import {
+  appendFile,
+  chmod,
+  copyFile,
+  mkdir,
+  readdir,
+  readFile,
+  rm,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
 import { join, relative } from "node:path";
 import { build } from "esbuild";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
-import { BuildError, hashFile, hashTree, log, run, sha256 } from "../util.js";
+import { BuildError, hashFile, hashTree, log, run, sha256, stageCode } from "../util.js";
 
 export interface CustomizeInputs {
   repo: string;
@@ -33,7 +43,7 @@ export async function customizeStage(
   const unitsDir = join(repo, "units");
   const inputs = {
     rootfs: rootfs.key,
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("customize"),
     version: `${def.name} ${def.version}`,
     agent: placeholderAgent ? sha256(PLACEHOLDER_AGENT) : await hashFile(src.agent),
     node: await hashFile(src.node),
@@ -41,19 +51,21 @@ export async function customizeStage(
     files: await hashTree(join(repo, "image", "files")),
     ignition: await hashTree(join(repo, "image", "ignition")),
   };
-  if (placeholderAgent) log("customize", `warning: ${src.agent} is missing; the image gets a placeholder agent`);
+  if (placeholderAgent)
+    log("customize", `warning: ${src.agent} is missing; the image gets a placeholder agent`);
   const result = await cache.stage("customize", inputs, async (dir) => {
     const tree = join(dir, "tree");
     await run("cp", ["-a", join(rootfs.dir, "tree"), tree]);
     await run("cp", ["-a", `${join(repo, "image", "files")}/.`, tree]);
     const lib = join(tree, "usr/lib/flotilla");
-    await mkdir(join(lib, "agent"), { recursive: true });
-
-    if (placeholderAgent) await writeFile(join(lib, "agent/agent.js"), PLACEHOLDER_AGENT);
-    else await copyFile(src.agent, join(lib, "agent/agent.js"));
-    await writeFile(join(lib, "agent/package.json"), '{ "type": "module" }\n');
-    await copyFile(src.node, join(tree, "usr/bin/node"));
-    await chmod(join(tree, "usr/bin/node"), 0o755);
+    // Paths as units/flotilla-agent.service expects them (the same in nspawn test machines).
+    await mkdir(join(lib, "dist"), { recursive: true });
+    if (placeholderAgent) await writeFile(join(lib, "dist/agent.js"), PLACEHOLDER_AGENT);
+    else await copyFile(src.agent, join(lib, "dist/agent.js"));
+    await writeFile(join(lib, "dist/package.json"), '{ "type": "module" }\n');
+    await copyFile(src.node, join(lib, "node"));
+    await chmod(join(lib, "node"), 0o755);
+    await symlink("../lib/flotilla/node", join(tree, "usr/bin/node"));
     await build({
       entryPoints: [join(repo, "image/ignition/main.ts")],
       outfile: join(lib, "ignition.mjs"),
@@ -103,14 +115,11 @@ async function configureEtc(tree: string, def: Definition, unitNames: string[]):
       "",
     ].join("\n"),
   );
-  await appendFile(
-    join(tree, "usr/lib/os-release"),
-    `IMAGE_ID=${def.name}\nIMAGE_VERSION=${def.version}\n`,
-  );
+  await appendFile(join(tree, "usr/lib/os-release"), `IMAGE_ID=${def.name}\nIMAGE_VERSION=${def.version}\n`);
   await mkdir(join(tree, "efi"), { recursive: true });
   // Which units start by default is declared in image/files/.../50-flotilla.preset (Debian's
   // etcd.service off, etcd-member.service opt-in through provisioning).
-  const preset = ["etcd.service", "systemd-networkd.service", "systemd-timesyncd.service", ...unitNames];
+  const preset = ["etcd.service", "systemd-networkd.service", ...unitNames];
   await run("systemctl", [`--root=${tree}`, "preset", ...preset]);
 }
 

@@ -2,11 +2,10 @@
 // file and each partition image is copied in at its offset. Slot B stays empty until the first
 // update writes it. Also converts to qcow2.
 
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
-import { BuildError, MiB, run, sha256 } from "../util.js";
+import { BuildError, MiB, run, stageCode } from "../util.js";
 
 /** Discoverable Partitions Specification type GUIDs (x86-64). */
 export const TYPE_GUID = {
@@ -73,7 +72,7 @@ export async function diskStage(
     if (image) part.image = image;
   }
   const inputs = {
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("disk"),
     upstream: upstream.join(","),
     layout: JSON.stringify(parts),
   };
@@ -91,15 +90,29 @@ export async function diskStage(
     for (const p of parts) {
       const first = p.startMiB * sectors;
       const lastSector = (p.startMiB + p.sizeMiB) * sectors - 1;
-      args.push(`--new=${p.number}:${first}:${lastSector}`, `--typecode=${p.number}:${p.type}`, `--change-name=${p.number}:${p.label}`);
+      args.push(
+        `--new=${p.number}:${first}:${lastSector}`,
+        `--typecode=${p.number}:${p.type}`,
+        `--change-name=${p.number}:${p.label}`,
+      );
     }
     await run("sgdisk", [...args, raw]);
     for (const p of parts) {
       const info = await run("sgdisk", [`--info=${p.number}`, raw]);
       const first = Number(/First sector: (\d+)/.exec(info)?.[1]);
-      if (first !== p.startMiB * sectors) throw new BuildError(`partition ${p.label} starts at sector ${first}, expected ${p.startMiB * sectors}`);
+      if (first !== p.startMiB * sectors)
+        throw new BuildError(
+          `partition ${p.label} starts at sector ${first}, expected ${p.startMiB * sectors}`,
+        );
       if (p.image)
-        await run("dd", [`if=${p.image}`, `of=${raw}`, "bs=1M", `seek=${p.startMiB}`, "conv=notrunc,sparse", "status=none"]);
+        await run("dd", [
+          `if=${p.image}`,
+          `of=${raw}`,
+          "bs=1M",
+          `seek=${p.startMiB}`,
+          "conv=notrunc,sparse",
+          "status=none",
+        ]);
     }
     await run("qemu-img", ["convert", "-c", "-f", "raw", "-O", "qcow2", raw, join(dir, "disk.qcow2")]);
   });

@@ -2,11 +2,11 @@
 // its loader entry with a boot-counting suffix. Every slot entry shares one sort-key and carries a
 // version, and loader.conf sets no `default`, so sd-boot prefers the newest entry with tries left.
 
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StageCache, StageResult } from "../cache.js";
 import { checkFits, type Definition } from "../definition.js";
-import { MiB, run, sha256 } from "../util.js";
+import { MiB, run, stageCode } from "../util.js";
 
 export const SD_BOOT = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
@@ -45,23 +45,33 @@ export async function espStage(
   const kernel = join(customize.dir, "vmlinuz");
   const initrd = join(customize.dir, "initrd");
   const loader = join(customize.dir, "tree", SD_BOOT);
-  const [kernelBytes, initrdBytes, loaderBytes] = await Promise.all(
+  const [kernelBytes, initrdBytes, loaderBytes] = (await Promise.all(
     [kernel, initrd, loader].map(async (f) => (await stat(f)).size),
-  ) as [number, number, number];
+  )) as [number, number, number];
   const { label, sizeMiB } = def.partitions.esp;
   // Room for both slots' kernel + initrd, plus the loader twice (EFI/BOOT and EFI/systemd).
   checkFits(label, 2 * (kernelBytes + initrdBytes) + 2 * loaderBytes + MiB, sizeMiB * MiB);
   const inputs = {
     customize: customize.key,
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("esp"),
     rootHash,
     def: JSON.stringify([def.name, def.version, def.kernelCmdline, def.bootTries, def.partitions]),
   };
   const r = await cache.stage("esp", inputs, async (dir) => {
     const img = join(dir, "esp.vfat");
     await run("mkfs.vfat", ["-C", "-F", "32", "-n", label.slice(0, 11), img, String(sizeMiB * 1024)]);
-    const m = (args: string[]) => run(args[0] as string, ["-i", img, ...args.slice(1)], { env: { MTOOLS_SKIP_CHECK: "1" } });
-    await m(["mmd", "::/EFI", "::/EFI/BOOT", "::/EFI/systemd", "::/loader", "::/loader/entries", `::/${def.name}`, `::/${def.name}/a`]);
+    const m = (args: string[]) =>
+      run(args[0] as string, ["-i", img, ...args.slice(1)], { env: { MTOOLS_SKIP_CHECK: "1" } });
+    await m([
+      "mmd",
+      "::/EFI",
+      "::/EFI/BOOT",
+      "::/EFI/systemd",
+      "::/loader",
+      "::/loader/entries",
+      `::/${def.name}`,
+      `::/${def.name}/a`,
+    ]);
     await m(["mcopy", loader, "::/EFI/BOOT/BOOTX64.EFI"]);
     await m(["mcopy", loader, "::/EFI/systemd/systemd-bootx64.efi"]);
     await m(["mcopy", kernel, `::/${def.name}/a/vmlinuz`]);

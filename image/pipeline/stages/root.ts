@@ -1,11 +1,11 @@
 // Stage 4: the ROOT filesystem (ext4): everything but /usr, i.e. /etc and /var as shipped.
 // It is small here and grows to fill the disk on first boot (flotilla-growroot.service).
 
-import { readdir, readFile } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { StageCache, StageResult } from "../cache.js";
 import { checkFits } from "../definition.js";
-import { log, MiB, run, sha256 } from "../util.js";
+import { log, MiB, run, stageCode } from "../util.js";
 
 /** Bytes ext4 needs for the tree: data blocks plus ~15% for metadata, journal and inodes. */
 async function neededBytes(tree: string): Promise<number> {
@@ -23,7 +23,7 @@ export async function rootStage(
   checkFits(label, await neededBytes(tree), sizeMiB * MiB);
   const inputs = {
     customize: customize.key,
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("root"),
     label,
     size: String(sizeMiB),
   };

@@ -2,19 +2,23 @@
 // beyond its hooks). dracut's config and our module go in before any package so the kernel's
 // postinst already builds the initrd we want.
 
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
-import { hashTree, run, sha256 } from "../util.js";
+import { hashTree, run, stageCode } from "../util.js";
 
 const EATMYDATA = "/usr/share/mmdebstrap/hooks/eatmydata";
 
-export async function rootfsStage(cache: StageCache, def: Definition, imageDir: string): Promise<StageResult> {
+export async function rootfsStage(
+  cache: StageCache,
+  def: Definition,
+  imageDir: string,
+): Promise<StageResult> {
   const dracutDir = join(imageDir, "dracut");
   const mmdebstrapVersion = (await run("mmdebstrap", ["--version"])).trim();
   const inputs = {
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("rootfs"),
     def: JSON.stringify([def.suite, def.sources, def.packages, def.dpkgExclude, def.dpkgKeep]),
     dracut: await hashTree(dracutDir),
     mmdebstrapVersion,
@@ -37,7 +41,7 @@ export async function rootfsStage(cache: StageCache, def: Definition, imageDir: 
     const args = [
       "--mode=root",
       "--variant=essential",
-      "--aptopt=Apt::Install-Recommends \"false\"",
+      '--aptopt=Apt::Install-Recommends "false"',
       `--include=${def.packages.join(",")}`,
       ...def.dpkgExclude.map((p) => `--dpkgopt=path-exclude=${p}`),
       ...def.dpkgKeep.map((p) => `--dpkgopt=path-include=${p}`),

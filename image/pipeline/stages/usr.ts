@@ -5,7 +5,7 @@ import { readFile, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
-import { BuildError, run, sha256 } from "../util.js";
+import { BuildError, run, sha256, stageCode } from "../util.js";
 
 export interface UsrResult extends StageResult {
   image: string;
@@ -15,15 +15,22 @@ export interface UsrResult extends StageResult {
   verityBytes: number;
 }
 
-export async function usrStage(cache: StageCache, def: Definition, customize: StageResult): Promise<UsrResult> {
+export async function usrStage(
+  cache: StageCache,
+  def: Definition,
+  customize: StageResult,
+): Promise<UsrResult> {
   const inputs = {
     customize: customize.key,
-    code: sha256(await readFile(new URL(import.meta.url))),
+    code: await stageCode("usr"),
     compression: JSON.stringify(def.usr),
   };
   const r = await cache.stage("usr", inputs, async (dir) => {
     const image = join(dir, "usr.squashfs");
-    const level = def.usr.compression === "gzip" || def.usr.compression === "zstd" ? ["-Xcompression-level", String(def.usr.level)] : [];
+    const level =
+      def.usr.compression === "gzip" || def.usr.compression === "zstd"
+        ? ["-Xcompression-level", String(def.usr.level)]
+        : [];
     await run("mksquashfs", [
       join(customize.dir, "tree/usr"),
       image,
