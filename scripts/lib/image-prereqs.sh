@@ -2,7 +2,7 @@
 
 FLOTILLA_IMAGE_APT_PACKAGES=(
   mmdebstrap eatmydata squashfs-tools cryptsetup-bin gdisk dosfstools mtools qemu-utils
-  qemu-system-x86 ovmf e2fsprogs systemd openssh-client etcd-server
+  qemu-system-x86 ovmf e2fsprogs systemd openssh-client etcd-server etcd-client
 )
 
 ensure_image_prereqs() {

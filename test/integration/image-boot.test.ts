@@ -1,0 +1,273 @@
+// Boots the built image in QEMU (TCG, OVMF, systemd-boot) with Ignition given through fw_cfg and
+// on the OEM partition, and with an invalid config. One image is built (or reused, warm) for all.
+// An etcd on the host is reachable from guests at 10.0.2.2 (QEMU user networking).
+
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensureImage, IMAGE_DIR, readManifest } from "../../scripts/lib/image-build.js";
+import { freePort, Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
+
+const BOOT_MS = 240_000;
+const work = mkdtempSync(join(tmpdir(), "flotilla-image-boot-"));
+const key = join(work, "id_ed25519");
+let etcd: ChildProcess | undefined;
+let etcdPort = 0;
+const vms: Vm[] = [];
+
+const dataUrl = (s: string) => `data:;base64,${Buffer.from(s).toString("base64")}`;
+
+function ignition(hostname: string, extra: Record<string, unknown> = {}): string {
+  const config = {
+    ignition: { version: "3.4.0" },
+    passwd: {
+      users: [
+        {
+          name: "core",
+          sshAuthorizedKeys: [readFileSync(`${key}.pub`, "utf8").trim()],
+          groups: ["systemd-journal"],
+        },
+      ],
+    },
+    storage: {
+      files: [
+        { path: "/etc/hostname", mode: 0o644, contents: { source: `data:,${hostname}%0A` } },
+        {
+          path: "/etc/flotilla/agent.json",
+          mode: 0o644,
+          contents: {
+            source: dataUrl(
+              JSON.stringify({
+                "etcd-endpoints": `http://10.0.2.2:${etcdPort}`,
+                "api-listen": "0.0.0.0:7480",
+                metadata: { role: "test" },
+              }),
+            ),
+          },
+        },
+      ],
+    },
+    ...extra,
+  };
+  const file = join(work, `${hostname}.ign`);
+  writeFileSync(file, JSON.stringify(config));
+  return file;
+}
+
+/** A private copy of the built disk for one machine. */
+function diskCopy(name: string): string {
+  const disk = join(work, `${name}.raw`);
+  execFileSync("cp", ["--sparse=always", join(IMAGE_DIR, "disk.raw"), disk]);
+  return disk;
+}
+
+async function boot(name: string, disk: string, ignitionFile?: string): Promise<Vm> {
+  const vm = new Vm({
+    disk,
+    stateDir: join(work, name),
+    ...(ignitionFile ? { ignition: ignitionFile } : {}),
+  });
+  vms.push(vm);
+  await vm.start();
+  return vm;
+}
+
+function etcdKeys(prefix: string): string[] {
+  return execFileSync(
+    "etcdctl",
+    [`--endpoints=http://127.0.0.1:${etcdPort}`, "get", "--prefix", "--keys-only", prefix],
+    {
+      encoding: "utf8",
+      env: { ...process.env, ETCDCTL_API: "3" },
+    },
+  )
+    .split("\n")
+    .filter(Boolean);
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+beforeAll(async () => {
+  ensureImage();
+  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
+  etcdPort = await freePort();
+  const peerPort = await freePort();
+  etcd = spawn(
+    "etcd",
+    [
+      "--data-dir",
+      join(work, "etcd"),
+      "--listen-client-urls",
+      `http://127.0.0.1:${etcdPort}`,
+      "--advertise-client-urls",
+      `http://127.0.0.1:${etcdPort}`,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${peerPort}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${peerPort}`,
+      "--initial-cluster",
+      `default=http://127.0.0.1:${peerPort}`,
+    ],
+    { stdio: "ignore" },
+  );
+  await waitFor("etcd", 20_000, () => {
+    try {
+      etcdKeys("/");
+      return true;
+    } catch {
+      return undefined;
+    }
+  });
+}, 40 * 60_000);
+
+afterAll(async () => {
+  for (const vm of vms) await vm.kill();
+  etcd?.kill();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("image booted with Ignition through fw_cfg", () => {
+  let vm: Vm;
+  let disk: string;
+  const sh = (cmd: string) => vm.ssh(key, "core", cmd).trim();
+
+  beforeAll(async () => {
+    disk = diskCopy("fwcfg");
+    vm = await boot("fwcfg", disk, ignition("flotilla-fwcfg"));
+    await vm.waitForSsh(key, "core", BOOT_MS);
+  }, BOOT_MS + 30_000);
+
+  it("boots slot A through systemd-boot, and blesses the boot", async () => {
+    expect(sh("cat /proc/cmdline")).toMatch(/systemd\.verity_usr_data=PARTLABEL=USR-A /);
+    // LoaderEntrySelected: 4 bytes of attributes, then the entry id in UTF-16LE (with its counter).
+    const raw = Buffer.from(
+      sh("base64 -w0 /sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"),
+      "base64",
+    );
+    expect(raw.subarray(4).toString("utf16le").replace(/\0+$/, "")).toMatch(
+      /^flotilla-a(\+\d+(-\d+)?)?\.conf$/,
+    );
+    await waitFor("systemd-bless-boot", 60_000, () =>
+      sh("systemctl show -P ActiveState systemd-bless-boot.service") === "active" ? true : undefined,
+    );
+    expect(sh("systemctl show -P ActiveState flotilla-health.service")).toBe("active");
+  });
+
+  it("applies the hostname and the SSH key", () => {
+    expect(sh("hostname")).toBe("flotilla-fwcfg");
+    expect(sh("cat /etc/hostname")).toBe("flotilla-fwcfg");
+    expect(sh("id -un")).toBe("core");
+    expect(sh("journalctl -b -u flotilla-ignition --no-pager -o cat")).toMatch(
+      /applied the config from QEMU fw_cfg/,
+    );
+  });
+
+  it("mounts /usr read-only from the dm-verity device", () => {
+    expect(sh("findmnt -n -o SOURCE,FSTYPE /usr")).toMatch(/^\/dev\/mapper\/usr\s+squashfs$/);
+    expect(sh("findmnt -n -o OPTIONS /usr").split(",")).toContain("ro");
+    expect(sh("cat /sys/block/$(basename $(readlink -f /dev/mapper/usr))/dm/uuid")).toMatch(/^CRYPT-VERITY-/);
+    expect(sh(`cat /proc/cmdline`)).toContain(`usrhash=${readManifest().verity.rootHash}`);
+    expect(sh("touch /usr/x 2>&1 || true")).toMatch(/Read-only file system/);
+  });
+
+  it("runs the agent and registers it in the host's etcd", async () => {
+    if (readManifest().placeholderAgent)
+      throw new Error("the image was built with a placeholder agent (dist/agent.js was missing)");
+    const machineId = sh("cat /etc/machine-id");
+    await waitFor("the agent's machine record", 120_000, () =>
+      etcdKeys("/flotilla/machines/").some((k) => k.endsWith(machineId)) ? true : undefined,
+    );
+    expect(sh("systemctl show -P ActiveState flotilla-agent.service")).toBe("active");
+  }, 150_000);
+
+  it(
+    "grows ROOT and its filesystem to fill the disk after qemu-img resize",
+    async () => {
+      const before = Number(sh("findmnt -b -n -o SIZE /"));
+      const off = await vm.powerOff();
+      expect(off.clean).toBe(true);
+      execFileSync("qemu-img", ["resize", "-f", "raw", disk, "+2G"]);
+      vm = await boot("fwcfg-resized", disk, ignition("flotilla-fwcfg"));
+      await vm.waitForSsh(key, "core", BOOT_MS);
+      const diskBytes = Number(sh("lsblk -b -d -n -o SIZE /dev/vda"));
+      const partBytes = Number(sh("lsblk -b -n -o SIZE /dev/disk/by-partlabel/ROOT"));
+      const fsBytes = Number(sh("findmnt -b -n -o SIZE /"));
+      expect(diskBytes - partBytes).toBeLessThan(1.5 * 2 ** 30); // everything but ROOT is ~1.4 GiB
+      expect(fsBytes).toBeGreaterThan(before + 1.9 * 2 ** 30);
+      // Provisioning ran once: the second boot skipped it.
+      expect(sh("systemctl show -P ConditionResult flotilla-ignition.service")).toBe("no");
+    },
+    2 * BOOT_MS,
+  );
+});
+
+describe("image booted with Ignition on the OEM partition", () => {
+  it(
+    "applies the config, including units with drop-ins, and ssh works",
+    async () => {
+      const disk = diskCopy("oem");
+      const config = ignition("flotilla-oem", {
+        systemd: {
+          units: [
+            {
+              name: "hello.service",
+              enabled: true,
+              contents:
+                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$GREETING > /dev/console'\n[Install]\nWantedBy=multi-user.target\n",
+              dropins: [{ name: "10-greeting.conf", contents: "[Service]\nEnvironment=GREETING=from-oem\n" }],
+            },
+          ],
+        },
+      });
+      writeOemIgnition(disk, config);
+      const vm = await boot("oem", disk);
+      await vm.waitForSsh(key, "core", BOOT_MS);
+      expect(vm.ssh(key, "core", "hostname").trim()).toBe("flotilla-oem");
+      expect(vm.ssh(key, "core", "journalctl -b -u flotilla-ignition --no-pager -o cat")).toMatch(
+        /from the OEM partition/,
+      );
+      await vm.waitForSerial(/hello-from-oem/, 60_000);
+      expect(vm.ssh(key, "core", "systemctl is-enabled hello.service").trim()).toBe("enabled");
+      await vm.powerOff();
+    },
+    BOOT_MS + 120_000,
+  );
+});
+
+describe("image booted with an invalid Ignition config", () => {
+  it(
+    "stays up, names each problem on the console and does not start the agent",
+    async () => {
+      const bad = join(work, "bad.ign");
+      writeFileSync(
+        bad,
+        JSON.stringify({
+          ignition: { version: "3.4.0" },
+          storage: { disks: [{ device: "/dev/vdb" }], files: [{ path: "/etc/motd", mode: "0644" }] },
+          passwd: { users: [{ name: "core", sshAuthorizedKeys: ["not-a-key"] }] },
+        }),
+      );
+      const vm = await boot("invalid", diskCopy("invalid"), bad);
+      await vm.waitForSerial(/provisioning FAILED: 3 problems/, BOOT_MS);
+      await vm.waitForSerial(/login: /, 120_000);
+      const serial = vm.serial();
+      expect(serial).toContain("storage.disks: is not supported by Flotilla");
+      expect(serial).toMatch(/storage\.files\[0\]\.mode: must be an integer permission mode/);
+      expect(serial).toMatch(/passwd\.users\[0\]\.sshAuthorizedKeys\[0\]: is not an OpenSSH public key/);
+      expect(serial).toMatch(/Dependency failed for .*Flotilla cluster agent/);
+      expect(serial).not.toMatch(/Started .*Flotilla cluster agent/);
+      await vm.powerOff();
+    },
+    BOOT_MS + 180_000,
+  );
+});

@@ -1,0 +1,68 @@
+// The image build's bad-input paths: a misspelled package fails before any long stage, naming it;
+// a partition too small for its content fails naming the partition and both sizes. And a build
+// with nothing changed reuses every stage.
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildImage, ensureImage, IMAGE_DIR, REPO } from "../../scripts/lib/image-build.js";
+
+const work = mkdtempSync(join(tmpdir(), "flotilla-image-build-"));
+const definition = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8"));
+
+function variant(name: string, change: (d: typeof definition) => void): string {
+  const d = structuredClone(definition);
+  change(d);
+  const file = join(work, `${name}.json`);
+  writeFileSync(file, JSON.stringify(d));
+  return file;
+}
+
+beforeAll(() => ensureImage(), 40 * 60_000);
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe("scripts/build-image", () => {
+  it("reuses every stage when nothing changed, in under 60 s", () => {
+    const r = buildImage();
+    expect(r.status).toBe(0);
+    for (const stage of ["rootfs", "customize", "usr", "root", "esp", "disk"])
+      expect(r.stderr).toMatch(new RegExp(`${stage}\\s+cached`));
+    expect(r.seconds).toBeLessThan(60);
+    const build = JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8"));
+    expect(Object.values(build.stages).every((s) => (s as { cached: boolean }).cached)).toBe(true);
+  }, 120_000);
+
+  it("fails fast on a misspelled package, naming it", () => {
+    const def = variant("typo", (d) => {
+      d.packages.push("podmann", "etcd-sever");
+    });
+    const r = buildImage(["--definition", def, "--out", join(work, "out-typo")]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/unknown packages in the image definition: podmann, etcd-sever/);
+    expect(r.stderr).not.toMatch(/rootfs\s+(building|cached)/);
+    expect(r.seconds).toBeLessThan(60);
+  }, 120_000);
+
+  it("fails when a partition is too small for its content, naming it and both sizes", () => {
+    const def = variant("small", (d) => {
+      d.partitions.usr.sizeMiB = 64;
+    });
+    const r = buildImage(["--definition", def, "--out", join(work, "out-small")]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(
+      /partition USR-A is too small: its content is \d+\.\d MiB \(\d+ bytes\) but the partition is 64\.0 MiB \(67108864 bytes\)/,
+    );
+  }, 300_000);
+
+  it("fails on a malformed definition before touching apt", () => {
+    const def = variant("shape", (d) => {
+      d.version = "one";
+      delete d.partitions.oem;
+    });
+    const r = buildImage(["--definition", def]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/"version" must be MAJOR.MINOR.PATCH/);
+    expect(r.stderr).toMatch(/"partitions.oem" is missing/);
+  }, 60_000);
+});
