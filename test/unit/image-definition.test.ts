@@ -1,7 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import {
-  budget,
   checkFits,
   type Definition,
   definitionProblems,
