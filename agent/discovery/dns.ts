@@ -211,6 +211,7 @@ function readName(buf: Buffer, offset: number): { name: string; next: number } {
 }
 
 function escapeLabel(bytes: Buffer): string {
+  if (bytes.every((b) => b > 0x20 && b < 0x7f && b !== 0x2e && b !== 0x5c)) return bytes.toString("latin1");
   let out = "";
   for (const b of bytes) {
     if (b === 0x2e || b === 0x5c) out += `\\${String.fromCharCode(b)}`;
@@ -258,7 +259,7 @@ function writeRecord(w: Writer, rr: ResourceRecord): void {
   // Names inside RDATA are written uncompressed: RFC 2782 forbids compressing SRV targets.
   switch (d.kind) {
     case "A":
-      w.bytes(Buffer.from(ipv4Bytes(d.address)));
+      w.ipv4(d.address);
       break;
     case "SRV":
       w.u16(d.priority);
@@ -278,17 +279,10 @@ function writeRecord(w: Writer, rr: ResourceRecord): void {
   w.patch16(lengthAt, w.length - lengthAt - 2);
 }
 
-function ipv4Bytes(address: string): number[] {
-  const parts = address.split(".").map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
-    throw new Error(`not an IPv4 address: ${address}`);
-  }
-  return parts;
-}
-
 /** Splits a presentation-form name at its unescaped dots; labels stay escaped. */
 export function nameLabels(name: string): string[] {
   if (name === "") return [];
+  if (!name.includes("\\")) return name.split(".");
   const labels: string[] = [];
   let current = "";
   for (let i = 0; i < name.length; i++) {
@@ -304,6 +298,9 @@ export function nameLabels(name: string): string[] {
   labels.push(current);
   return labels;
 }
+
+/** Labels that are their own wire bytes: no escapes, nothing beyond one byte per character. */
+const PLAIN_LABEL = /^[^\\\u0100-\uffff]*$/;
 
 function unescapeLabel(label: string): Buffer {
   const bytes: number[] = [];
@@ -327,7 +324,8 @@ function unescapeLabel(label: string): Buffer {
 }
 
 class Writer {
-  private buf = Buffer.alloc(512);
+  // Unsafe is fine: only bytes written are ever returned.
+  private buf = Buffer.allocUnsafe(EDNS_UDP_MAX);
   length = 0;
   /** Offsets of names already written, by their exact presentation form, for compression. */
   private readonly names = new Map<string, number>();
@@ -335,7 +333,7 @@ class Writer {
   private room(n: number): void {
     if (this.length + n > MAX_MESSAGE) throw new Error("DNS message exceeds 65535 bytes");
     if (this.length + n <= this.buf.length) return;
-    const bigger = Buffer.alloc(Math.min(MAX_MESSAGE, Math.max(this.buf.length * 2, this.length + n)));
+    const bigger = Buffer.allocUnsafe(Math.min(MAX_MESSAGE, Math.max(this.buf.length * 2, this.length + n)));
     this.buf.copy(bigger, 0, 0, this.length);
     this.buf = bigger;
   }
@@ -351,34 +349,50 @@ class Writer {
     this.room(b.length);
     this.length += b.copy(this.buf, this.length);
   }
+  ipv4(address: string): void {
+    const parts = address.split(".");
+    if (parts.length !== 4) throw new Error(`not an IPv4 address: ${address}`);
+    this.room(4);
+    for (const part of parts) {
+      const n = Number(part);
+      if (!Number.isInteger(n) || n < 0 || n > 255) throw new Error(`not an IPv4 address: ${address}`);
+      this.buf[this.length++] = n;
+    }
+  }
   patch16(at: number, v: number): void {
     this.buf.writeUInt16BE(v, at);
   }
   name(name: string, compress: boolean): void {
-    const labels = nameLabels(name);
     let wire = 1;
-    for (let i = 0; i < labels.length; i++) {
-      const suffix = labels.slice(i).join(".");
-      const earlier = compress ? this.names.get(suffix) : undefined;
-      if (earlier !== undefined) {
-        this.u16(0xc000 | earlier);
-        return;
+    // Labels are verbatim slices of `name`, so each suffix starts where its label does.
+    let start = 0;
+    for (const label of nameLabels(name)) {
+      if (compress) {
+        const suffix = name.slice(start);
+        const earlier = this.names.get(suffix);
+        if (earlier !== undefined) {
+          this.u16(0xc000 | earlier);
+          return;
+        }
+        // Pointers have 14 bits, so only names in the first 16 KiB can be targets.
+        if (this.length < 0x4000) this.names.set(suffix, this.length);
       }
-      // Pointers have 14 bits, so only names in the first 16 KiB can be targets.
-      if (compress && this.length < 0x4000) this.names.set(suffix, this.length);
-      const bytes = unescapeLabel(labels[i] ?? "");
-      if (bytes.length === 0 || bytes.length > MAX_LABEL) throw new Error(`bad label length in ${name}`);
-      wire += bytes.length + 1;
+      start += label.length + 1;
+      const plain = PLAIN_LABEL.test(label);
+      const length = plain ? label.length : unescapeLabel(label).length;
+      if (length === 0 || length > MAX_LABEL) throw new Error(`bad label length in ${name}`);
+      wire += length + 1;
       if (wire > MAX_NAME_WIRE) throw new Error(`name longer than 255 bytes: ${name}`);
-      this.room(1);
-      this.buf[this.length++] = bytes.length;
-      this.bytes(bytes);
+      this.room(1 + length);
+      this.buf[this.length++] = length;
+      if (plain) this.length += this.buf.write(label, this.length, "latin1");
+      else this.bytes(unescapeLabel(label));
     }
     this.room(1);
     this.buf[this.length++] = 0;
   }
   done(): Buffer {
-    return Buffer.from(this.buf.subarray(0, this.length));
+    return this.buf.subarray(0, this.length);
   }
 }
 
@@ -579,7 +593,9 @@ function answerQuestion(q: Question, zone: ZoneData, ttl: number, rotate: number
           ttl,
           data: { kind: "SRV", priority: 1, weight: 1, port: p.host, target },
         });
-        targets.set(target, [...(targets.get(target) ?? []), r.ip]);
+        const ips = targets.get(target);
+        if (ips) ips.push(r.ip);
+        else targets.set(target, [r.ip]);
       }
     }
     const additional = [...targets].flatMap(([target, ips]) => aRecords(target, ips));
