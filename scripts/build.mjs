@@ -1,11 +1,24 @@
 // Bundles the agent and fleetctl into one ESM file each under dist/ (target: Node 20+).
-import { mkdir, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, writeFile } from "node:fs/promises";
 import { build } from "esbuild";
 
 const started = Date.now();
 await mkdir("dist", { recursive: true });
 // The bundles are ESM; this marks dist/ as such wherever it is mounted.
 await writeFile("dist/package.json", '{ "type": "module" }\n');
+// etcd3 loads its gRPC service definitions from .proto files at run time: ship them beside the
+// bundle and point etcd3 at them (its own path is relative to its source file).
+await cp("node_modules/etcd3/proto", "dist/proto", { recursive: true });
+const etcdProtoPath = {
+  name: "etcd3-proto-path",
+  setup(b) {
+    b.onLoad({ filter: /etcd3[/\\]lib[/\\]connection-pool\.js$/ }, async (args) => ({
+      contents: (await readFile(args.path, "utf8")).replace("`${__dirname}/../proto/", "`${__dirname}/proto/"),
+      loader: "js",
+    }));
+  },
+};
+
 await build({
   entryPoints: { agent: "agent/main.ts", fleetctl: "fleetctl/main.ts" },
   outdir: "dist",
@@ -17,7 +30,17 @@ await build({
   logLevel: "warning",
   // dbus-next's X11 session-bus discovery and its optional native unix-fd socket are never used.
   external: ["x11", "usocket"],
-  // Some dependencies are CommonJS and call require(); give the ESM bundle one.
-  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  plugins: [etcdProtoPath],
+  // Some dependencies are CommonJS and use require() and __dirname; give the ESM bundle both.
+  banner: {
+    js: [
+      "import { createRequire as __flotillaRequire } from 'node:module';",
+      "import { dirname as __flotillaDirname } from 'node:path';",
+      "import { fileURLToPath as __flotillaPath } from 'node:url';",
+      "const require = __flotillaRequire(import.meta.url);",
+      "const __filename = __flotillaPath(import.meta.url);",
+      "const __dirname = __flotillaDirname(__filename);",
+    ].join("\n"),
+  },
 });
 process.stderr.write(`built dist/agent.js and dist/fleetctl.js in ${Date.now() - started} ms\n`);
