@@ -23,11 +23,10 @@ export class LeaderElection {
       .else(this.client.get(key))
       .commit();
     if (res.succeeded) return true;
+    // A key with our machine ID but another lease was written by an earlier run of this agent
+    // (crash, restart, lost lease): that engine is gone, so wait for the key to expire like everyone.
     const holder = res.responses[0]?.response_range?.kvs[0];
-    if (holder?.value.toString() !== me) return false;
-    // We hold the key, but after a rejoin it may still be bound to our old lease: rebind it.
-    if (holder.lease !== (await lease.grant())) await lease.put(key).value(me).exec();
-    return true;
+    return holder?.value.toString() === me && holder.lease === (await lease.grant());
   }
 
   async currentLeader(): Promise<string | undefined> {

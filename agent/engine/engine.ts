@@ -19,6 +19,7 @@ export class Engine {
   /** Until then, machines missing from the snapshot are not treated as lost (see docs). */
   private settleUntil = 0;
   private etcdWasDown = false;
+  private readonly startedAt = Date.now();
 
   constructor(
     private readonly registry: Registry,
@@ -34,6 +35,10 @@ export class Engine {
   /** One engine pass. Never throws: an unreachable etcd just skips the pass. */
   async pass(now = Date.now()): Promise<void> {
     try {
+      // A freshly started agent leaves an existing leadership alone for one TTL, so an agent that
+      // crash-loops (or was just restarted) cannot keep grabbing the engine from healthy peers.
+      const young = now < this.startedAt + this.opts.ttlSeconds * 1000;
+      if (!this.leading && young && (await this.election.currentLeader()) !== undefined) return;
       const leading = await this.election.campaign();
       if (leading !== this.leading) {
         this.leading = leading;
