@@ -280,7 +280,7 @@ function writeRecord(w: Writer, rr: ResourceRecord): void {
 }
 
 /** Splits a presentation-form name at its unescaped dots; labels stay escaped. */
-export function nameLabels(name: string): string[] {
+function nameLabels(name: string): string[] {
   if (name === "") return [];
   if (!name.includes("\\")) return name.split(".");
   const labels: string[] = [];
@@ -533,9 +533,9 @@ function answerQuestion(q: Question, zone: ZoneData, ttl: number, rotate: number
       .sort()
       .map((address) => ({ name, type: TYPE.A, class: CLASS_IN, ttl, data: { kind: "A", address } }));
   const wantsA = q.type === TYPE.A || q.type === TYPE.ANY;
+  const wantsSrv = q.type === TYPE.SRV;
 
   const [first = "", second = "", third = ""] = labels;
-  const wantsSrv = q.type === TYPE.SRV;
   switch (labels.length) {
     case 1:
       return q.type === TYPE.SOA ? positive([{ ...soa, name: q.name }]) : negative(RCODE.NOERROR);
@@ -552,16 +552,10 @@ function answerQuestion(q: Question, zone: ZoneData, ttl: number, rotate: number
       if (first === "_tcp" || first === "_udp") return negative(RCODE.NOERROR);
       const instances = zone.service(first);
       if (instances.length === 0) return negative(RCODE.NXDOMAIN);
-      if (wantsA)
-        return positive(
-          rotated(
-            aRecords(
-              q.name,
-              instances.map((r) => r.ip),
-            ),
-            rotate,
-          ),
-        );
+      if (wantsA) {
+        const ips = instances.map((r) => r.ip);
+        return positive(rotated(aRecords(q.name, ips), rotate));
+      }
       return wantsSrv ? srvAnswer(q.name, instances, undefined) : negative(RCODE.NOERROR);
     }
     case 4: {
