@@ -80,6 +80,8 @@ export interface UnitState {
   loadState: string;
   activeState: string;
   subState: string;
+  /** The agent has started the unit for this placement (fleet's job-state heartbeat). */
+  launched?: boolean;
 }
 
 /** fleet's derived job state, exposed as `currentState` in the API. */

@@ -31,6 +31,8 @@ await build({
   // dbus-next's X11 session-bus discovery and its optional native unix-fd socket are never used.
   external: ["x11", "usocket"],
   plugins: [etcdProtoPath],
+  // Only free references are replaced, so modules that declare their own __dirname keep it.
+  define: { __dirname: "__flotillaDir", __filename: "__flotillaFilename" },
   // Some dependencies are CommonJS and use require() and __dirname; give the ESM bundle both.
   banner: {
     js: [
@@ -38,8 +40,8 @@ await build({
       "import { dirname as __flotillaDirname } from 'node:path';",
       "import { fileURLToPath as __flotillaPath } from 'node:url';",
       "const require = __flotillaRequire(import.meta.url);",
-      "const __filename = __flotillaPath(import.meta.url);",
-      "const __dirname = __flotillaDirname(__filename);",
+      "const __flotillaFilename = __flotillaPath(import.meta.url);",
+      "const __flotillaDir = __flotillaDirname(__flotillaFilename);",
     ].join("\n"),
   },
 });

@@ -187,18 +187,18 @@ export function optionProblems(name: string, options: UnitOption[]): string[] {
  * fleet's job state, exposed as currentState (fleet-compat.md §4 "Job state"):
  * - inactive: not scheduled, or the target machine reports no state for the unit;
  * - loaded: scheduled, and the target machine reports a state;
- * - launched: as loaded, the unit should be launched, and systemd on the target has it in any
- *   state but inactive (Flotilla's stand-in for fleet's job-state heartbeat, which only the
- *   agent that had started the unit wrote).
+ * - launched: as loaded, and the target's agent reports that it started the unit (its `launched`
+ *   flag, Flotilla's stand-in for fleet's job-state heartbeat, which only that agent wrote).
  */
 export function deriveCurrentState(
-  desiredState: DesiredState,
   placement: Placement | undefined,
   targetState: UnitState | undefined,
 ): CurrentState {
   if (placement === undefined || targetState === undefined) return "inactive";
   if (targetState.machineID !== placement.machineID) return "inactive";
-  return desiredState === "launched" && targetState.activeState !== "inactive" ? "launched" : "loaded";
+  // The agent's own record of having started the unit, not the desired state: after a stop is
+  // requested the unit stays "launched" until its agent has acted, so `restart` really restarts.
+  return targetState.launched === true ? "launched" : "loaded";
 }
 
 /**
@@ -244,7 +244,7 @@ export function toWireUnit(
     value: o.value,
   }));
   return omitEmpty({
-    currentState: deriveCurrentState(unit.desiredState, placement, targetState),
+    currentState: deriveCurrentState(placement, targetState),
     desiredState: unit.desiredState,
     machineID: placement?.machineID,
     name: unit.name,

@@ -171,6 +171,7 @@ export class Reconciler {
           loadState: s?.loadState ?? "not-found",
           activeState: s?.activeState ?? "inactive",
           subState: s?.subState ?? "dead",
+          launched: this.launched.has(name),
         };
         const json = JSON.stringify(state);
         if (this.published.get(name) === json) continue;

@@ -222,18 +222,21 @@ describe("optionProblems", () => {
 
 describe("deriveCurrentState (fleet's job state)", () => {
   const m1 = "m1";
+  const launched = (s: UnitState): UnitState => ({ ...s, launched: true });
   it.each([
-    ["launched", undefined, undefined, "inactive"],
-    ["launched", placed(m1), undefined, "inactive"],
-    ["launched", placed(m1), state("a.service", "m2"), "inactive"],
-    ["loaded", placed(m1), state("a.service", m1), "loaded"],
-    ["launched", placed(m1), state("a.service", m1, "inactive"), "loaded"],
-    ["launched", placed(m1), state("a.service", m1, "active"), "launched"],
-    ["launched", placed(m1), state("a.service", m1, "activating"), "launched"],
-    ["launched", placed(m1), state("a.service", m1, "failed"), "launched"],
-    ["inactive", placed(m1), state("a.service", m1, "active"), "loaded"],
-  ] as const)("desired %s, placement %j, state %j → %s", (desired, placement, target, expected) => {
-    expect(deriveCurrentState(desired, placement, target)).toBe(expected);
+    [undefined, undefined, "inactive"],
+    [placed(m1), undefined, "inactive"],
+    [placed(m1), launched(state("a.service", "m2")), "inactive"],
+    [placed(m1), state("a.service", m1), "loaded"],
+    [placed(m1), state("a.service", m1, "inactive"), "loaded"],
+    // Still active but no longer started by the agent's account: a stop is in progress.
+    [placed(m1), { ...state("a.service", m1, "active"), launched: false }, "loaded"],
+    [placed(m1), launched(state("a.service", m1, "active")), "launched"],
+    // A started unit that failed or exited is still launched, as in fleet.
+    [placed(m1), launched(state("a.service", m1, "failed")), "launched"],
+    [placed(m1), launched(state("a.service", m1, "inactive")), "launched"],
+  ] as const)("placement %j, state %j → %s", (placement, target, expected) => {
+    expect(deriveCurrentState(placement, target)).toBe(expected);
   });
 });
 
@@ -279,7 +282,9 @@ describe("toWireUnit", () => {
         '"options":[{"name":"ExecStart","section":"Service","value":"/bin/true"}]}',
     );
     const running = { ...idle, schedule: new Map([["a.service", placed("m1")]]) };
-    expect(toWireUnit(unit, running, indexStates([state("a.service", "m1")]))).toMatchObject({
+    expect(
+      toWireUnit(unit, running, indexStates([{ ...state("a.service", "m1"), launched: true }])),
+    ).toMatchObject({
       currentState: "launched",
       machineID: "m1",
     });

@@ -1,0 +1,138 @@
+// Helpers shared by the cluster integration tests: run the real fleetctl bundle, read etcd
+// directly, wait for conditions with explicit deadlines, and build expected fleet tables.
+
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Etcd3 } from "etcd3";
+import type { Placement, UnitState } from "../../agent/model.js";
+import { createEtcdClient } from "../../agent/registry/client.js";
+import { Keys } from "../../agent/registry/keys.js";
+import type { Cluster, Machine } from "../harness/index.js";
+
+const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.js");
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs dist/fleetctl.js against `endpoint` from `cwd`. */
+export function fleetctl(endpoint: string, args: string[], cwd = process.cwd()): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [FLEETCTL, `--endpoint=${endpoint}`, ...args],
+      { cwd, timeout: 120_000, env: { ...process.env, FLEETCTL_ENDPOINT: undefined } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+/** A temporary directory holding the given unit files. */
+export function unitDir(files: Record<string, string>): string {
+  const dir = mkdtempSync(join(tmpdir(), "flotilla-units-"));
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
+  return dir;
+}
+
+/** Polls `probe` until it returns a value other than undefined/false, or fails naming `what`. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined | false>,
+  timeoutMs: number,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (${String(lastError)})` : ""}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** A read-only view of the cluster's etcd for assertions. */
+export class EtcdView {
+  readonly client: Etcd3;
+  readonly keys = new Keys();
+  constructor(endpoint: string) {
+    this.client = createEtcdClient([endpoint]);
+  }
+  async placement(unit: string): Promise<Placement | undefined> {
+    const raw = await this.client.get(this.keys.schedule(unit)).string();
+    return raw === null ? undefined : (JSON.parse(raw) as Placement);
+  }
+  async states(unit: string): Promise<UnitState[]> {
+    const all = await this.client.getAll().prefix(this.keys.unitStates(unit)).strings();
+    return Object.values(all).map((v) => JSON.parse(v) as UnitState);
+  }
+  /** The machine where `unit` is placed and systemd reports it active, if any. */
+  async activeOn(unit: string): Promise<string | undefined> {
+    const p = await this.placement(unit);
+    if (!p) return undefined;
+    const s = (await this.states(unit)).find((x) => x.machineID === p.machineID);
+    return s?.activeState === "active" ? p.machineID : undefined;
+  }
+  async leader(): Promise<string | undefined> {
+    return (await this.client.get(this.keys.engineLeader()).string()) ?? undefined;
+  }
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** systemd's InvocationID of a unit on a machine: it changes whenever the unit (re)starts. */
+export async function invocationID(m: Machine, unit: string): Promise<string> {
+  const r = await m.exec(["systemctl", "show", "-p", "InvocationID", "--value", unit]);
+  return r.stdout.trim();
+}
+
+export function machineByID(cluster: Cluster, id: string): Machine {
+  const m = cluster.machines.find((x) => x.id === id);
+  if (!m) throw new Error(`no machine with ID ${id}`);
+  return m;
+}
+
+/** fleetctl's machine cell: `<id8>.../<ip>`. */
+export function machineCell(m: Machine): string {
+  return `${m.id.slice(0, 8)}.../${m.ip}`;
+}
+
+/**
+ * The bytes Go's tabwriter.NewWriter(w, 0, 8, 1, '\t', 0) writes for these rows: each column is
+ * as wide as its widest cell plus one, rounded up to a tab stop, and cells are padded with TABs.
+ * Written independently of fleetctl's port so the comparison is not circular.
+ */
+export function goTabTable(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.slice(0, -1).forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, Math.ceil((cell.length + 1) / 8) * 8);
+    });
+  }
+  return rows
+    .map((row) =>
+      row
+        .map((cell, i) =>
+          i === row.length - 1 ? cell : cell + "\t".repeat(Math.ceil(((widths[i] ?? 0) - cell.length) / 8)),
+        )
+        .join(""),
+    )
+    .map((line) => `${line}\n`)
+    .join("");
+}
