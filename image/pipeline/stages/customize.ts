@@ -14,7 +14,7 @@ import {
   symlink,
   writeFile,
 } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { build } from "esbuild";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
@@ -22,7 +22,7 @@ import { BuildError, hashFile, hashTree, log, run, sha256, stageCode } from "../
 
 export interface CustomizeInputs {
   repo: string;
-  /** The agent bundle (dist/agent.js); a placeholder that only logs is used when it is missing. */
+  /** The agent bundle (dist/agent.js; its proto/ beside it comes along); a placeholder that only logs is used when it is missing. */
   agent: string;
   node: string;
 }
@@ -41,11 +41,14 @@ export async function customizeStage(
   const { repo } = src;
   const placeholderAgent = !existsSync(src.agent);
   const unitsDir = join(repo, "units");
+  const agentProto = join(dirname(src.agent), "proto");
   const inputs = {
     rootfs: rootfs.key,
     code: await stageCode("customize"),
     version: `${def.name} ${def.version}`,
     agent: placeholderAgent ? sha256(PLACEHOLDER_AGENT) : await hashFile(src.agent),
+    // etcd3 loads its gRPC definitions from proto/ beside the bundle at run time.
+    agentProto: existsSync(agentProto) ? await hashTree(agentProto) : "none",
     node: await hashFile(src.node),
     units: existsSync(unitsDir) ? await hashTree(unitsDir) : "none",
     files: await hashTree(join(repo, "image", "files")),
@@ -60,8 +63,10 @@ export async function customizeStage(
     const lib = join(tree, "usr/lib/flotilla");
     // Paths as units/flotilla-agent.service expects them (the same in nspawn test machines).
     await mkdir(join(lib, "dist"), { recursive: true });
+    await mkdir(join(tree, "etc/flotilla"), { recursive: true });
     if (placeholderAgent) await writeFile(join(lib, "dist/agent.js"), PLACEHOLDER_AGENT);
     else await copyFile(src.agent, join(lib, "dist/agent.js"));
+    if (!placeholderAgent && existsSync(agentProto)) await run("cp", ["-a", agentProto, join(lib, "dist/")]);
     await writeFile(join(lib, "dist/package.json"), '{ "type": "module" }\n');
     await copyFile(src.node, join(lib, "node"));
     await chmod(join(lib, "node"), 0o755);
