@@ -207,6 +207,6 @@ describe("[X-Fleet] scheduling", () => {
       }),
     });
     expect(api.status).toBe(400);
-    expect((await api.json()).error.message).toMatch(/Global cannot be used with MachineOf/);
+    expect((await api.json()).error.message).toMatch(/Global cannot be used with Peers/);
   });
 });
