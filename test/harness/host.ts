@@ -1,0 +1,55 @@
+import { accessSync, constants } from "node:fs";
+import path from "node:path";
+import { log } from "./log.js";
+import { runOk } from "./proc.js";
+
+/** A file (absolute path) or command (looked up on PATH) and the Debian package that provides it. */
+export interface HostRequirement {
+  need: string;
+  pkg: string;
+}
+
+export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
+  { need: "mmdebstrap", pkg: "mmdebstrap" },
+  { need: "/usr/share/keyrings/debian-archive-keyring.gpg", pkg: "debian-archive-keyring" },
+  { need: "systemd-nspawn", pkg: "systemd-container" },
+  { need: "journalctl", pkg: "systemd" },
+  { need: "etcd", pkg: "etcd-server" },
+  { need: "ip", pkg: "iproute2" },
+  { need: "nsenter", pkg: "util-linux" },
+  { need: "mount", pkg: "mount" },
+];
+
+function present(need: string): boolean {
+  const candidates = path.isAbsolute(need)
+    ? [need]
+    : (process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").map((dir) => path.join(dir, need));
+  return candidates.some((file) => {
+    try {
+      accessSync(file, path.isAbsolute(need) ? constants.R_OK : constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+let installing: Promise<void> | undefined;
+
+/** Installs the Debian packages the harness needs when a fresh box lacks them (we run as root). */
+export function ensureHostPackages(
+  requirements: readonly HostRequirement[] = HOST_REQUIREMENTS,
+): Promise<void> {
+  installing ??= (async () => {
+    const missing = [...new Set(requirements.filter((r) => !present(r.need)).map((r) => r.pkg))];
+    if (missing.length === 0) return;
+    log(`installing host packages: ${missing.join(" ")}`);
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    await runOk("apt-get", ["update", "-q"], { env });
+    await runOk("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], { env });
+  })();
+  installing.catch(() => {
+    installing = undefined;
+  });
+  return installing;
+}
