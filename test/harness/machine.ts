@@ -282,8 +282,12 @@ export class Machine {
       await mkdir(path.dirname(path.join(this.merged, file)), { recursive: true });
       await writeFile(path.join(this.merged, file), content);
     }
-    if (!this.spec.agent)
-      await symlink("/dev/null", path.join(this.merged, "etc/systemd/system/flotilla-agent.service"));
+    if (!this.spec.agent) {
+      // Replaces the unit if a rootfs ships it in /etc: a /dev/null link there masks it either way.
+      const unit = path.join(this.merged, "etc/systemd/system/flotilla-agent.service");
+      await rm(unit, { force: true });
+      await symlink("/dev/null", unit);
+    }
     this.prepared = true;
   }
 }
