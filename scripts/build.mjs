@@ -13,7 +13,9 @@ const etcdProtoPath = {
   name: "etcd3-proto-path",
   setup(b) {
     b.onLoad({ filter: /etcd3[/\\]lib[/\\]connection-pool\.js$/ }, async (args) => ({
-      contents: (await readFile(args.path, "utf8")).replace("`${__dirname}/../proto/", "`${__dirname}/proto/"),
+      contents: (await readFile(args.path, "utf8")).replace(/__dirname\}\/\.\.\/proto\//, (m) =>
+        m.replace("/../", "/"),
+      ),
       loader: "js",
     }));
   },
