@@ -74,7 +74,7 @@ let keys: Keys;
 let registry: EtcdRegistry;
 let dir: string;
 let socketPath: string;
-let ready = false;
+let ready = true;
 let serverA: ApiServer;
 let serverB: ApiServer;
 let base: string;
@@ -85,7 +85,12 @@ const fakeB = new FakeCommands("B");
 function request(
   method: string,
   target: string,
-  opts: { body?: string; headers?: Record<string, string>; socketPath?: string; base?: string } = {},
+  opts: {
+    body?: string | string[];
+    headers?: Record<string, string>;
+    socketPath?: string;
+    base?: string;
+  } = {},
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const url = new URL(opts.base ?? base);
@@ -105,7 +110,9 @@ function request(
       });
       res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
     });
-    req.end(opts.body);
+    // An array is sent chunked, without Content-Length.
+    for (const chunk of Array.isArray(opts.body) ? opts.body : []) req.write(chunk);
+    req.end(Array.isArray(opts.body) ? undefined : opts.body);
   });
 }
 
@@ -177,10 +184,14 @@ afterAll(async () => {
 
 describe("before the agent is ready", () => {
   it("answers every request with fleet's 503", async () => {
-    for (const target of ["/fleet/v1/units", "/", "/nope", "/flotilla/v1/health", "/fleet/v1/discovery"]) {
-      expectError(await request("GET", target), 503, "fleet server unable to communicate with etcd");
+    ready = false;
+    try {
+      for (const target of ["/fleet/v1/units", "/", "/nope", "/flotilla/v1/health", "/fleet/v1/discovery"]) {
+        expectError(await request("GET", target), 503, "fleet server unable to communicate with etcd");
+      }
+    } finally {
+      ready = true;
     }
-    ready = true;
   });
 });
 
@@ -334,6 +345,10 @@ describe("units", () => {
     });
     const res = await request("PUT", "/fleet/v1/units/x.service", { body: huge, headers: JSON_TYPE });
     expectError(res, 413, "request body is larger than the limit of 1048576 bytes");
+    expect(res.headers.connection).toBe("close");
+    const chunks = Array.from({ length: 24 }, () => "x".repeat(64 * 1024));
+    const chunked = await request("PUT", "/fleet/v1/units/x.service", { body: chunks, headers: JSON_TYPE });
+    expectError(chunked, 413, "request body is larger than the limit of 1048576 bytes");
   });
 
   it("refuses mismatched names, invalid names, invalid options and unknown states with 400", async () => {
