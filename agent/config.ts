@@ -25,6 +25,10 @@ export interface AgentConfig {
   failureBackoffMs: number;
   unitDir: string;
   logLevel: string;
+  /** Addresses (host:port) the service-discovery DNS answers on; "public" = the public IP. */
+  dnsListen: string[];
+  /** containers-auth.json(5) for pulls from registries that need credentials. */
+  registryAuthFile: string;
 }
 
 export const DEFAULT_CONFIG: AgentConfig = {
@@ -41,6 +45,8 @@ export const DEFAULT_CONFIG: AgentConfig = {
   failureBackoffMs: 1000,
   unitDir: "/run/fleet/units",
   logLevel: "info",
+  dnsListen: ["public:53", "127.0.0.1:53"],
+  registryAuthFile: "/etc/flotilla/registry-auth.json",
 };
 
 export class ConfigError extends Error {
@@ -122,6 +128,21 @@ const SETTERS: Record<string, Setter> = {
   "disable-engine": (cfg, raw) => {
     if (!/^(true|false|1|0)$/.test(raw)) return `must be true or false, got ${JSON.stringify(raw)}`;
     cfg.disableEngine = raw === "true" || raw === "1";
+    return undefined;
+  },
+  "dns-listen": (cfg, raw) => {
+    const addrs = raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    const bad = addrs.find((a) => !/^[^:]+:\d+$/.test(a));
+    if (bad !== undefined)
+      return `must be host:port addresses separated by commas, got ${JSON.stringify(bad)}`;
+    cfg.dnsListen = addrs;
+    return undefined;
+  },
+  "registry-auth-file": (cfg, raw) => {
+    cfg.registryAuthFile = raw;
     return undefined;
   },
   "unit-dir": (cfg, raw) => {

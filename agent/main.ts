@@ -2,12 +2,14 @@
 // reconciles this machine's units with systemd, and serves the fleet v1 API.
 
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
 import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
+import { feedServiceCache, ServiceCache } from "./discovery/cache.js";
+import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
 import { createLogger, type Logger } from "./log.js";
 import type { Machine } from "./model.js";
@@ -53,7 +55,19 @@ async function main(argv: string[]): Promise<void> {
   const registry = new EtcdRegistry(client, keys);
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
-  const reconciler = new Reconciler(registry, keys, membership, systemd, log.child({ part: "agent" }));
+  const dnsAddresses = cfg.dnsListen.map((a) => a.replace(/^public:/, `${publicIP}:`));
+  const reconciler = new Reconciler(
+    registry,
+    keys,
+    membership,
+    systemd,
+    {
+      ...(existsSync(cfg.registryAuthFile) ? { registryAuthFile: cfg.registryAuthFile } : {}),
+      // Bridge-networked containers reach the agent's DNS on the machine's public address.
+      ...(dnsAddresses.some((a) => a.startsWith(`${publicIP}:53`)) ? { dnsServer: publicIP } : {}),
+    },
+    log.child({ part: "agent" }),
+  );
   await reconciler.recover();
 
   let ready = false;
@@ -65,6 +79,26 @@ async function main(argv: string[]): Promise<void> {
     machineID,
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
+
+  const services = new ServiceCache(keys);
+  const feed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
+  const dnsServers: DnsServer[] = [];
+  for (const addr of dnsAddresses) {
+    const colon = addr.lastIndexOf(":");
+    try {
+      dnsServers.push(
+        await startDnsServer({
+          address: addr.slice(0, colon),
+          port: Number(addr.slice(colon + 1)),
+          zone: services,
+          log: log.child({ part: "dns" }),
+        }),
+      );
+    } catch (err) {
+      // Discovery is an add-on: a taken port must not keep the machine out of the cluster.
+      log.error({ address: addr, err: String(err) }, "service-discovery DNS not started on this address");
+    }
+  }
 
   await membership.join();
   const election = new LeaderElection(client, keys, membership);
@@ -101,6 +135,8 @@ async function main(argv: string[]): Promise<void> {
     await reconciler.unloadAll();
     await membership.leave();
     await api.close();
+    for (const d of dnsServers) await d.close();
+    await feed.stop();
     systemd.close();
     client.close();
     log.info("stopped");
@@ -161,7 +197,8 @@ function startLoops(
       watcher = w;
       const onChange = (kv: { key: Buffer }) => {
         const key = kv.key.toString();
-        if (!key.startsWith(keys.pendings()) && !key.startsWith(keys.failuresPrefix())) soonEngine();
+        const family = keys.classify(key)?.family;
+        if (family !== "pending" && family !== "failures" && family !== "services") soonEngine();
         if (agentPrefixes.some((p) => key.startsWith(p))) soonAgent();
       };
       w.on("put", onChange);

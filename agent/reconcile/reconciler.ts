@@ -3,6 +3,9 @@
 // only on a fresh etcd snapshot, so when etcd is unreachable nothing is stopped (fixes fleet#1289).
 
 import type { Membership } from "../cluster/membership.js";
+import { hasContainerSection, type RenderContext, renderContainerUnit } from "../containers/index.js";
+import { servicesToPublish } from "../discovery/publish.js";
+import { encodeServiceRecord } from "../discovery/record.js";
 import { globalUnitsFor } from "../engine/eligibility.js";
 import type { Logger } from "../log.js";
 import type { UnitRecord, UnitState } from "../model.js";
@@ -11,6 +14,9 @@ import type { ClusterSnapshot, Registry } from "../registry/registry.js";
 import type { SystemdManager } from "../systemd/manager.js";
 import { parseRequirements, parseUnitFile, serializeUnit, unitHash } from "../unit/index.js";
 import { type CurrentUnit, type DesiredUnit, plan, type Task } from "./plan.js";
+
+/** First line of every unit file we write: the hash of the unit as submitted (before rendering). */
+const HASH_HEADER = "# flotilla-unit-hash=";
 
 /** systemd states in which a unit counts as started by us (fleet's "launched"). */
 const STARTED_STATES = new Set(["active", "activating", "reloading", "deactivating", "failed"]);
@@ -22,6 +28,10 @@ export class Reconciler {
   private readonly launched = new Set<string>();
   /** Last state JSON published per unit, so unchanged states are not rewritten. */
   private readonly published = new Map<string, string>();
+  /** The registry record of each unit desired here, as of the last pass. */
+  private readonly records = new Map<string, UnitRecord>();
+  /** Service records published, by etcd key. */
+  private readonly services = new Map<string, string>();
   private running: Promise<void> | undefined;
   private again = false;
 
@@ -30,6 +40,7 @@ export class Reconciler {
     private readonly keys: Keys,
     private readonly membership: Membership,
     private readonly systemd: SystemdManager,
+    private readonly render: RenderContext,
     private readonly log: Logger,
   ) {}
 
@@ -39,7 +50,8 @@ export class Reconciler {
     const states = await this.systemd.states([...files.keys()]);
     for (const [name, text] of files) {
       try {
-        this.loaded.set(name, unitHash(parseUnitFile(text, name)));
+        const header = text.startsWith(HASH_HEADER) ? text.slice(HASH_HEADER.length, text.indexOf("\n")) : "";
+        this.loaded.set(name, header || unitHash(parseUnitFile(text, name)));
       } catch (err) {
         this.log.warn({ unit: name, err: String(err) }, "unreadable unit file left by an earlier run");
         this.loaded.set(name, "");
@@ -71,6 +83,7 @@ export class Reconciler {
   /** Forgets what was published, e.g. after a rejoin under a new lease. */
   republish(): Promise<void> {
     this.published.clear();
+    this.services.clear();
     return this.publishStates();
   }
 
@@ -100,8 +113,9 @@ export class Reconciler {
       current,
     );
     if (tasks.length > 0) this.log.debug({ trigger: reason, tasks: tasks.length }, "reconcile pass");
-    const records = new Map(desired.map((d) => [d.want.name, d.record]));
-    for (const task of tasks) await this.apply(task, records.get(task.unit));
+    this.records.clear();
+    for (const d of desired) this.records.set(d.want.name, d.record);
+    for (const task of tasks) await this.apply(task, this.records.get(task.unit));
     await this.publishStates();
   }
 
@@ -133,7 +147,14 @@ export class Reconciler {
         case "load": {
           if (!record) throw new Error("no unit record to load");
           const enable = record.options.some((o) => o.section === "Install");
-          await this.systemd.load(task.unit, serializeUnit(record.options), enable);
+          const options = hasContainerSection(record.options)
+            ? renderContainerUnit(task.unit, record.options, this.render).options
+            : record.options;
+          await this.systemd.load(
+            task.unit,
+            `${HASH_HEADER}${record.hash}\n${serializeUnit(options)}`,
+            enable,
+          );
           this.loaded.set(task.unit, record.hash);
           break;
         }
@@ -183,8 +204,35 @@ export class Reconciler {
         await this.registry.deleteState(name, me);
         this.published.delete(name);
       }
+      await this.publishServices(states);
     } catch (err) {
       this.log.debug({ err: String(err) }, "state publish deferred: etcd unreachable or not a member");
+    }
+  }
+
+  /** Keeps one service record per active unit under this machine's lease (docs/discovery.md). */
+  private async publishServices(states: Map<string, { activeState: string }>): Promise<void> {
+    const me = this.membership.current;
+    const inputs = [...this.loaded.keys()].flatMap((name) => {
+      const unit = this.records.get(name);
+      return unit ? [{ unit, activeState: states.get(name)?.activeState ?? "inactive" }] : [];
+    });
+    const plan = servicesToPublish(me.id, me.publicIP, inputs);
+    for (const p of plan.problems) this.log.warn(p, "not publishing a service record");
+    const wanted = new Map(
+      plan.records.map((r) => [this.keys.service(r.service, me.id, r.unit), encodeServiceRecord(r)]),
+    );
+    for (const [key, value] of wanted) {
+      if (this.services.get(key) === value) continue;
+      await this.membership.putLeased(key, value);
+      this.services.set(key, value);
+      this.log.info({ key }, "service record published");
+    }
+    for (const key of [...this.services.keys()]) {
+      if (wanted.has(key)) continue;
+      await this.registry.deleteKey(key);
+      this.services.delete(key);
+      this.log.info({ key }, "service record withdrawn");
     }
   }
 

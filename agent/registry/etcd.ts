@@ -82,6 +82,10 @@ export class EtcdRegistry implements Registry {
     await this.call(() => this.client.delete().key(this.keys.state(name, machineID)).exec());
   }
 
+  async deleteKey(key: string): Promise<void> {
+    await this.call(() => this.client.delete().key(key).exec());
+  }
+
   schedule(name: string, placement: Placement, leader: string): Promise<boolean> {
     return this.asLeader(leader, this.client.put(this.keys.schedule(name)).value(JSON.stringify(placement)));
   }

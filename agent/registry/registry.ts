@@ -46,6 +46,8 @@ export interface Registry {
 
   /** Removes one machine's published state of a unit (the agent unloaded it). */
   deleteState(name: string, machineID: string): Promise<void>;
+  /** Removes a key this machine published under its lease (a withdrawn service record). */
+  deleteKey(key: string): Promise<void>;
 
   /** Engine writes: each is a transaction guarded by the leader key, so a deposed engine cannot write. */
   schedule(name: string, placement: Placement, leaderMachineID: string): Promise<boolean>;
