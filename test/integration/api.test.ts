@@ -151,8 +151,16 @@ function machine(id: string, apiURL: string, metadata: Record<string, string> = 
   return { id, publicIP: `10.0.0.${id[0]}`, metadata, version: VERSION, apiURL };
 }
 
-function unitState(name: string, machineID: string, activeState = "active"): UnitState {
-  return { name, machineID, hash: "abc", loadState: "loaded", activeState, subState: "running" };
+function unitState(name: string, machineID: string, activeState = "active", launched?: boolean): UnitState {
+  return {
+    name,
+    machineID,
+    hash: "abc",
+    loadState: "loaded",
+    activeState,
+    subState: "running",
+    ...(launched === undefined ? {} : { launched }),
+  };
 }
 
 beforeAll(async () => {
@@ -401,12 +409,15 @@ describe("units", () => {
     expect(unit).toMatchObject({ currentState: "inactive", machineID: M1 });
     await putJSON(keys.state("hello.service", M1), unitState("hello.service", M1, "inactive"));
     expect((await getJSON<WireUnit>("/fleet/v1/units/hello.service")).currentState).toBe("loaded");
+    // launched only once the target's agent reports having started it (its job-state heartbeat).
     await putJSON(keys.state("hello.service", M1), unitState("hello.service", M1, "active"));
+    expect((await getJSON<WireUnit>("/fleet/v1/units/hello.service")).currentState).toBe("loaded");
+    await putJSON(keys.state("hello.service", M1), unitState("hello.service", M1, "active", true));
     expect((await getJSON<WireUnit>("/fleet/v1/units/hello.service")).currentState).toBe("launched");
     // Another machine's state does not count.
     await put("other.service", { options: HELLO, desiredState: "launched" });
     await putJSON(keys.schedule("other.service"), { machineID: M1, at: 0, reason: "" });
-    await putJSON(keys.state("other.service", M2), unitState("other.service", M2));
+    await putJSON(keys.state("other.service", M2), unitState("other.service", M2, "active", true));
     expect((await getJSON<WireUnit>("/fleet/v1/units/other.service")).currentState).toBe("inactive");
 
     await put("stuck.service", { options: HELLO, desiredState: "launched" });
