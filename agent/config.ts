@@ -27,6 +27,8 @@ export interface AgentConfig {
   logLevel: string;
   /** Addresses (host:port) the service-discovery DNS answers on; "public" = the public IP. */
   dnsListen: string[];
+  /** API page size (fleet's token_limit). */
+  tokenLimit: number;
   /** containers-auth.json(5) for pulls from registries that need credentials. */
   registryAuthFile: string;
 }
@@ -47,6 +49,7 @@ export const DEFAULT_CONFIG: AgentConfig = {
   logLevel: "info",
   dnsListen: ["public:53", "127.0.0.1:53"],
   registryAuthFile: "/etc/flotilla/registry-auth.json",
+  tokenLimit: 100,
 };
 
 export class ConfigError extends Error {
@@ -59,7 +62,7 @@ export class ConfigError extends Error {
 type Setter = (cfg: AgentConfig, raw: string) => string | undefined;
 
 const positiveInt =
-  (key: "ttlSeconds" | "engineIntervalMs" | "agentIntervalMs" | "failureBackoffMs"): Setter =>
+  (key: "ttlSeconds" | "engineIntervalMs" | "agentIntervalMs" | "failureBackoffMs" | "tokenLimit"): Setter =>
   (cfg, raw) => {
     const n = Number(raw);
     if (!Number.isInteger(n) || n <= 0) return `must be a positive integer, got ${JSON.stringify(raw)}`;
@@ -119,6 +122,9 @@ const SETTERS: Record<string, Setter> = {
   "engine-interval-ms": positiveInt("engineIntervalMs"),
   "agent-interval-ms": positiveInt("agentIntervalMs"),
   "failure-backoff-ms": positiveInt("failureBackoffMs"),
+  // Tokens carry the limit as a uint16, so a larger page size could not be paged through.
+  "token-limit": (cfg, raw) =>
+    positiveInt("tokenLimit")(cfg, raw) ?? (cfg.tokenLimit > 65535 ? "must be at most 65535" : undefined),
   "max-failure-moves": (cfg, raw) => {
     const n = Number(raw);
     if (!Number.isInteger(n) || n < 0) return `must be a non-negative integer, got ${JSON.stringify(raw)}`;

@@ -77,6 +77,7 @@ async function main(argv: string[]): Promise<void> {
     log: log.child({ part: "api" }),
     isReady: () => ready,
     machineID,
+    pageSize: cfg.tokenLimit,
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
 
