@@ -38,6 +38,29 @@ async function findUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[
   return args.map((a) => byName.get(mangleUnitName(a))).filter((u): u is WireUnit => u !== undefined);
 }
 
+/**
+ * The registry units named by the arguments of stop/unload/destroy/restart, or the exit code when
+ * there is nothing to do: fleet exits 0 for no arguments and for units that do not exist.
+ */
+async function existingUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[] | number> {
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  let units: WireUnit[];
+  try {
+    units = await findUnits(ctx, args);
+  } catch (err) {
+    ctx.err(errorText(err));
+    return 1;
+  }
+  if (units.length === 0) {
+    ctx.err("Units not found in registry");
+    return 0;
+  }
+  return units;
+}
+
 /** Go's %v of a []string. */
 function goList(items: string[]): string {
   return `[${items.join(" ")}]`;
@@ -121,21 +144,9 @@ async function setAndWait(
   flags: Flags,
   verb: "stop" | "unload",
 ): Promise<number> {
-  if (args.length === 0) {
-    ctx.err("No units given");
-    return 0;
-  }
-  let units: WireUnit[];
-  try {
-    units = await findUnits(ctx, args);
-  } catch (err) {
-    ctx.err(errorText(err));
-    return 1;
-  }
-  if (units.length === 0) {
-    ctx.err("Units not found in registry");
-    return 0;
-  }
+  const found = await existingUnits(ctx, args);
+  if (typeof found === "number") return found;
+  const units = found;
   const target: CurrentState = verb === "stop" ? "loaded" : "inactive";
   const waiting: string[] = [];
   for (const u of units) {
@@ -171,21 +182,9 @@ async function setAndWait(
 }
 
 const destroy: Command = async (ctx, args, flags) => {
-  if (args.length === 0) {
-    ctx.err("No units given");
-    return 0;
-  }
-  let units: WireUnit[];
-  try {
-    units = await findUnits(ctx, args);
-  } catch (err) {
-    ctx.err(errorText(err));
-    return 1;
-  }
-  if (units.length === 0) {
-    ctx.err("Units not found in registry");
-    return 0;
-  }
+  const found = await existingUnits(ctx, args);
+  if (typeof found === "number") return found;
+  const units = found;
   let exit = 0;
   for (const u of units) {
     try {
@@ -214,21 +213,9 @@ const destroy: Command = async (ctx, args, flags) => {
 };
 
 const restart: Command = async (ctx, args, flags) => {
-  if (args.length === 0) {
-    ctx.err("No units given");
-    return 0;
-  }
-  let units: WireUnit[];
-  try {
-    units = await findUnits(ctx, args);
-  } catch (err) {
-    ctx.err(errorText(err));
-    return 1;
-  }
-  if (units.length === 0) {
-    ctx.err("Units not found in registry");
-    return 0;
-  }
+  const found = await existingUnits(ctx, args);
+  if (typeof found === "number") return found;
+  const units = found;
   const step = async (name: string, state: CurrentState): Promise<boolean> => {
     try {
       await ctx.api.setUnitTargetState(name, state);
