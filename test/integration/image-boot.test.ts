@@ -15,8 +15,10 @@ import {
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Definition } from "../../image/pipeline/definition.js";
+import { loaderEntry } from "../../image/pipeline/stages/esp.js";
 import { ensureImage, IMAGE_DIR, REPO, readManifest } from "../../scripts/lib/image-build.js";
-import { freePort, Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
+import { freePort, partitionOffset, Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
 
 // Generous: TCG on two cores shared with other builds can take minutes to reach a login prompt.
 const BOOT_MS = 420_000;
@@ -287,5 +289,59 @@ describe("image booted with an invalid Ignition config", () => {
       await vm.powerOff();
     },
     BOOT_MS + 180_000,
+  );
+});
+
+describe("boot counting falls back to the other slot", () => {
+  it(
+    "boots slot B when slot A's /usr does not verify",
+    async () => {
+      // Slot B: a good copy of this build, blessed (no counter). Slot A: a newer entry with one try
+      // whose root hash is wrong, so the initrd cannot open /usr, reboots, and A ranks last.
+      const disk = diskCopy("fallback");
+      const def = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8")) as Definition;
+      const payload = join(IMAGE_DIR, "payload");
+      const dd = (file: string, label: string) =>
+        execFileSync("dd", [
+          `if=${file}`,
+          `of=${disk}`,
+          "bs=1M",
+          `seek=${partitionOffset(disk, label) / 2 ** 20}`,
+          "conv=notrunc,sparse",
+          "status=none",
+        ]);
+      dd(join(payload, "usr.squashfs"), "USR-B");
+      dd(join(payload, "usr.verity"), "USR-B-VERITY");
+      const esp = `${disk}@@${partitionOffset(disk, "EFI-SYSTEM")}`;
+      const mtools = (args: string[]) =>
+        execFileSync(args[0] as string, ["-i", esp, ...args.slice(1)], {
+          env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+        });
+      mtools(["mmd", "::/flotilla/b"]);
+      mtools(["mcopy", join(payload, "vmlinuz"), "::/flotilla/b/vmlinuz"]);
+      mtools(["mcopy", join(payload, "initrd"), "::/flotilla/b/initrd"]);
+      const entryB = join(work, "flotilla-b.conf");
+      writeFileSync(entryB, loaderEntry(def, 1, readManifest().verity.rootHash));
+      mtools(["mcopy", entryB, "::/loader/entries/flotilla-b.conf"]);
+      const entryA = join(work, "flotilla-a.conf");
+      writeFileSync(entryA, loaderEntry({ ...def, version: "99.0.0" }, 0, "0".repeat(64)));
+      mtools(["mdel", `::/loader/entries/flotilla-a+${def.bootTries}.conf`]);
+      mtools(["mcopy", entryA, "::/loader/entries/flotilla-a+1.conf"]);
+
+      const vm = await boot("fallback", disk, ignition("flotilla-fallback"));
+      await vm.waitForSerial(/flotilla: boot failed in the initrd/, BOOT_MS);
+      await vm.waitForSsh(key, "core", BOOT_MS);
+      expect(vm.ssh(key, "core", "cat /proc/cmdline")).toContain("systemd.verity_usr_data=PARTLABEL=USR-B ");
+      expect(vm.ssh(key, "core", "findmnt -n -o SOURCE /usr").trim()).toBe("/dev/mapper/usr");
+      await vm.powerOff();
+      // The failed entry is left at zero tries: it stays ranked last until an update rewrites it.
+      expect(
+        execFileSync("mdir", ["-b", "-i", esp, "::/loader/entries"], {
+          encoding: "utf8",
+          env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+        }),
+      ).toMatch(/flotilla-a\+0-1\.conf/);
+    },
+    2 * BOOT_MS + 60_000,
   );
 });

@@ -1,9 +1,12 @@
 #!/bin/bash
 # rd.emergency=reboot alone left the initrd in emergency mode for minutes when /usr never
-# appeared: make the initrd's emergency.service reboot, so boot counting falls back to the other slot.
+# appeared: make both emergency paths of the initrd reboot, so boot counting falls back to the
+# other slot.
 
 check() { return 0; }
 depends() { echo systemd; }
 install() {
-  inst_simple "$moddir/emergency-reboot.conf" "$systemdsystemunitdir/emergency.service.d/flotilla-reboot.conf"
+  # Overwrites the (empty) unit dracut's systemd module installed; inst_simple skips existing files.
+  cp "$moddir/emergency.service" "$initdir$systemdsystemunitdir/emergency.service"
+  inst_simple "$moddir/dracut-emergency-reboot.conf" "$systemdsystemunitdir/dracut-emergency.service.d/flotilla-reboot.conf"
 }
