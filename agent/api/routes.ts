@@ -5,7 +5,16 @@ import { ApiError } from "./errors.js";
 import { API_PREFIX, EXT_PREFIX, LEGACY_API_PREFIX } from "./schema.js";
 
 export type Route =
-  | { kind: "listUnits" | "listStates" | "listMachines" | "patchMachines" | "discovery" | "health" }
+  | {
+      kind:
+        | "listUnits"
+        | "listStates"
+        | "listMachines"
+        | "patchMachines"
+        | "discovery"
+        | "health"
+        | "listServices";
+    }
   | { kind: "getUnit" | "putUnit" | "deleteUnit" | "getState" | "unitStatus" | "unitJournal"; name: string };
 
 const FLEET_PREFIXES = [API_PREFIX, LEGACY_API_PREFIX];
@@ -66,6 +75,7 @@ function fleetRoute(method: string, segs: string[]): Route {
 function flotillaRoute(method: string, segs: string[]): Route {
   const [resource, name, action, ...extra] = segs;
   if (resource === "health" && name === undefined) return only(method, ["GET"], { kind: "health" });
+  if (resource === "services" && name === undefined) return only(method, ["GET"], { kind: "listServices" });
   if (resource === "units" && name && extra.length === 0) {
     if (action === "status") return only(method, ["GET"], { kind: "unitStatus", name });
     if (action === "journal") return only(method, ["GET"], { kind: "unitJournal", name });

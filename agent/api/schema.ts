@@ -70,3 +70,26 @@ export interface WireCommandOutput {
   exitCode: number;
   output: string;
 }
+
+/** Flotilla extension: one port of a service instance (docs/discovery.md). */
+export interface WireServicePort {
+  /** Port inside the container, when the unit runs one. */
+  container?: number;
+  /** Port on `ip` where the instance answers. */
+  host: number;
+  protocol: "tcp" | "udp";
+}
+
+/** Flotilla extension: a service record, present while its unit is active. */
+export interface WireService {
+  service: string;
+  machineID: string;
+  unit: string;
+  ip: string;
+  ports: WireServicePort[];
+}
+
+/** Flotilla extension: GET /flotilla/v1/services[?service=NAME], sorted by service, machine, unit. */
+export interface WireServiceList {
+  services: WireService[];
+}

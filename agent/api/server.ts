@@ -23,6 +23,7 @@ import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitS
 import { pageTokenFromQuery, paginate } from "./pagination.js";
 import { resolveRoute, splitTarget } from "./routes.js";
 import { DEFAULT_PAGE_SIZE, EXT_PREFIX } from "./schema.js";
+import { listServices, type ServiceSource } from "./services.js";
 import { checkUnitPut, decideUnitPut, indexStates, omitEmpty, parseUnitBody, toWireUnit } from "./units.js";
 
 /** Request bodies beyond this are refused with 413. */
@@ -52,6 +53,8 @@ export interface ApiDeps {
   /** fleet's token_limit (default 100); page tokens carry it and are refused if it differs. */
   pageSize?: number;
   maxBodyBytes?: number;
+  /** The agent's watch-fed service records (GET /flotilla/v1/services); absent: 503. */
+  services?: ServiceSource;
 }
 
 export interface ListenOptions {
@@ -171,6 +174,9 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         return;
       case "health":
         return sendJSON(res, 200, { machineID: deps.machineID, ok: true, version: deps.version });
+      case "listServices":
+        if (!deps.services) throw new ApiError(503, "service discovery is not running on this agent");
+        return sendJSON(res, 200, listServices(deps.services, query));
       case "unitStatus":
       case "unitJournal":
         return unitCommand(req, res, route.kind, route.name, query);

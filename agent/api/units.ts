@@ -2,6 +2,8 @@
 // (fleet's api/units.go set()), and the Unit as the API shows it, with fleet's derived
 // currentState (registry/job_state.go) and Flotilla's reason.
 
+import { validateContainerSection } from "../containers/index.js";
+import { serviceNameFor, validateServiceName } from "../discovery/record.js";
 import {
   type CurrentState,
   DESIRED_STATES,
@@ -134,6 +136,14 @@ function newRecord(
   const problems = optionProblems(name, options);
   const { requirements, warnings } = parseRequirements(name, options);
   problems.push(...validateRequirements(name, requirements));
+  problems.push(...validateContainerSection(name, options));
+  // Only a name given explicitly is checked: a unit whose prefix is no DNS label (my_app.service)
+  // still runs, it is just not published (docs/discovery.md).
+  if (requirements.serviceName !== undefined) {
+    const problem = validateServiceName(serviceNameFor(name, requirements.serviceName));
+    if (problem !== undefined)
+      problems.push(`invalid [X-Fleet] ServiceName=${requirements.serviceName}: ${problem}`);
+  }
   if (problems.length > 0) throw new ApiError(400, `invalid unit options: ${problems.join("; ")}`);
   return {
     unit: { name, options, hash: unitHash(options), desiredState: desiredState ?? "inactive" },

@@ -149,6 +149,42 @@ describe("decideUnitPut", () => {
     );
   });
 
+  it("refuses an invalid [Container] section with 400, naming every problem", () => {
+    const options = [
+      { section: "Container", name: "Network", value: "bridged" },
+      { section: "Container", name: "PublishPort", value: "80:http" },
+    ];
+    const err = apiError(() => decideUnitPut("web.service", { options }, undefined));
+    expect(err.status).toBe(400);
+    expect(err.message).toMatch(/^invalid unit options: /);
+    expect(err.message).toContain("web.service: [Container] has no Image=");
+    expect(err.message).toContain('web.service: [Container] Network=bridged: unknown network mode "bridged"');
+    expect(err.message).toContain('web.service: [Container] PublishPort=80:http: container port "http"');
+    // The same check on a replace.
+    const existing = record("web.service");
+    expect(apiError(() => decideUnitPut("web.service", { options }, existing)).status).toBe(400);
+  });
+
+  it("accepts a valid [Container] unit as written (rendering happens on the machine)", () => {
+    const options = [
+      { section: "Container", name: "Image", value: "10.0.0.1:5000/flotilla/busybox:latest" },
+      { section: "Container", name: "PublishPort", value: "8080:80" },
+      { section: "X-Fleet", name: "ServiceName", value: "Web-Front" },
+    ];
+    const put = decideUnitPut("web@1.service", { options }, undefined);
+    expect(put.kind === "create" && put.unit.options).toEqual(options);
+  });
+
+  it("refuses a ServiceName= that is not a DNS label, but not a unit whose prefix is none", () => {
+    const options = [...HELLO, { section: "X-Fleet", name: "ServiceName", value: "my_app" }];
+    const err = apiError(() => decideUnitPut("a.service", { options }, undefined));
+    expect(err.status).toBe(400);
+    expect(err.message).toBe(
+      'invalid unit options: invalid [X-Fleet] ServiceName=my_app: service name "my_app" must be lowercase letters, digits and inner hyphens (a DNS label)',
+    );
+    expect(decideUnitPut("my_app.service", { options: HELLO }, undefined).kind).toBe("create");
+  });
+
   it("passes [X-Fleet] warnings on", () => {
     const options = [...HELLO, { section: "X-Fleet", name: "Foo", value: "bar" }];
     const put = decideUnitPut("a.service", { options }, undefined);
