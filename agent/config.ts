@@ -2,6 +2,7 @@
 // variables, command-line flags. Parsing is pure so every mistake is reported with its origin.
 
 import { readFileSync } from "node:fs";
+import { validateRegistryLocation } from "./containers/registries.js";
 
 export interface AgentConfig {
   etcdEndpoints: string[];
@@ -31,6 +32,8 @@ export interface AgentConfig {
   tokenLimit: number;
   /** containers-auth.json(5) for pulls from registries that need credentials. */
   registryAuthFile: string;
+  /** Registries podman may reach over plain HTTP (or without verifying TLS): HOST[:PORT][/NAMESPACE]. */
+  insecureRegistries: string[];
 }
 
 export const DEFAULT_CONFIG: AgentConfig = {
@@ -49,6 +52,7 @@ export const DEFAULT_CONFIG: AgentConfig = {
   logLevel: "info",
   dnsListen: ["public:53", "127.0.0.1:53"],
   registryAuthFile: "/etc/flotilla/registry-auth.json",
+  insecureRegistries: [],
   tokenLimit: 100,
 };
 
@@ -149,6 +153,18 @@ const SETTERS: Record<string, Setter> = {
   },
   "registry-auth-file": (cfg, raw) => {
     cfg.registryAuthFile = raw;
+    return undefined;
+  },
+  "insecure-registries": (cfg, raw) => {
+    const locations = raw
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const l of locations) {
+      const problem = validateRegistryLocation(l);
+      if (problem !== undefined) return problem;
+    }
+    cfg.insecureRegistries = locations;
     return undefined;
   },
   "unit-dir": (cfg, raw) => {

@@ -3,11 +3,14 @@
 
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
+import { dirname } from "node:path";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
 import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
+import { INSECURE_REGISTRIES_FILE, insecureRegistriesConf } from "./containers/index.js";
 import { feedServiceCache, ServiceCache } from "./discovery/cache.js";
 import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
@@ -55,20 +58,25 @@ async function main(argv: string[]): Promise<void> {
   const registry = new EtcdRegistry(client, keys);
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
+  await writeInsecureRegistries(cfg.insecureRegistries, log);
   const dnsAddresses = cfg.dnsListen.map((a) => a.replace(/^public:/, `${publicIP}:`));
   const reconciler = new Reconciler(
     registry,
     keys,
     membership,
     systemd,
-    {
+    () => ({
+      // podman refuses an --authfile that does not exist; checked at each load.
       ...(existsSync(cfg.registryAuthFile) ? { registryAuthFile: cfg.registryAuthFile } : {}),
       // Bridge-networked containers reach the agent's DNS on the machine's public address.
       ...(dnsAddresses.some((a) => a.startsWith(`${publicIP}:53`)) ? { dnsServer: publicIP } : {}),
-    },
+    }),
     log.child({ part: "agent" }),
   );
   await reconciler.recover();
+
+  const services = new ServiceCache(keys);
+  const feed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
 
   let ready = false;
   const api = createApiServer({
@@ -78,11 +86,9 @@ async function main(argv: string[]): Promise<void> {
     isReady: () => ready,
     machineID,
     pageSize: cfg.tokenLimit,
+    services,
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
-
-  const services = new ServiceCache(keys);
-  const feed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
   const dnsServers: DnsServer[] = [];
   for (const addr of dnsAddresses) {
     const colon = addr.lastIndexOf(":");
@@ -218,6 +224,29 @@ function startLoops(
       void watcher?.cancel();
     },
   };
+}
+
+/**
+ * Keeps podman's list of insecure registries equal to the agent's setting: the agent's own
+ * registries.conf.d drop-in is written, or removed when the setting is empty. A failure is logged,
+ * not fatal: pulls from those registries then fail with podman's reason in the unit's status.
+ */
+async function writeInsecureRegistries(locations: string[], log: Logger): Promise<void> {
+  const content = insecureRegistriesConf(locations);
+  try {
+    if (content === undefined) {
+      await rm(INSECURE_REGISTRIES_FILE, { force: true });
+      return;
+    }
+    await mkdir(dirname(INSECURE_REGISTRIES_FILE), { recursive: true });
+    await writeFile(INSECURE_REGISTRIES_FILE, content);
+    log.info({ registries: locations, file: INSECURE_REGISTRIES_FILE }, "insecure registries configured");
+  } catch (err) {
+    log.error(
+      { err: String(err), file: INSECURE_REGISTRIES_FILE },
+      "cannot write podman's registry settings",
+    );
+  }
 }
 
 function detectPublicIP(): string {

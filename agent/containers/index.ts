@@ -2,6 +2,11 @@
 // the API, and its rendering into the service the agent hands to systemd.
 
 export {
+  INSECURE_REGISTRIES_FILE,
+  insecureRegistriesConf,
+  validateRegistryLocation,
+} from "./registries.js";
+export {
   ContainerUnitError,
   type RenderContext,
   renderContainerUnit,

@@ -40,7 +40,8 @@ export class Reconciler {
     private readonly keys: Keys,
     private readonly membership: Membership,
     private readonly systemd: SystemdManager,
-    private readonly render: RenderContext,
+    /** Asked at each load, so that a registry auth file provisioned later is used by later loads. */
+    private readonly render: () => RenderContext,
     private readonly log: Logger,
   ) {}
 
@@ -148,7 +149,7 @@ export class Reconciler {
           if (!record) throw new Error("no unit record to load");
           const enable = record.options.some((o) => o.section === "Install");
           const options = hasContainerSection(record.options)
-            ? renderContainerUnit(task.unit, record.options, this.render).options
+            ? renderContainerUnit(task.unit, record.options, this.render()).options
             : record.options;
           await this.systemd.load(
             task.unit,

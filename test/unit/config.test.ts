@@ -38,6 +38,20 @@ describe("agent config", () => {
     expect(msg).toContain("flag --api-listen: expected --key=value");
   });
 
+  it("reads insecure registries from a JSON list or a comma-separated value, and checks each", () => {
+    expect(
+      resolveConfig({ "insecure-registries": ["10.0.0.1:5000", "reg.local"] }, {}, []).insecureRegistries,
+    ).toEqual(["10.0.0.1:5000", "reg.local"]);
+    expect(
+      resolveConfig(undefined, { FLOTILLA_INSECURE_REGISTRIES: "10.0.0.1:5000, [fd00::1]:5000/team" }, [])
+        .insecureRegistries,
+    ).toEqual(["10.0.0.1:5000", "[fd00::1]:5000/team"]);
+    expect(() => resolveConfig(undefined, {}, ["--insecure-registries=http://10.0.0.1:5000"])).toThrow(
+      /flag --insecure-registries: "http:\/\/10.0.0.1:5000" is not a registry location/,
+    );
+    expect(() => resolveConfig(undefined, {}, ["--insecure-registries=reg:99999"])).toThrow(/port 99999/);
+  });
+
   it("rejects a machine ID that is not 32 hex characters", () => {
     expect(() => resolveConfig(undefined, { FLOTILLA_MACHINE_ID: "abc" }, [])).toThrow(/32 lowercase hex/);
   });
