@@ -109,13 +109,20 @@ async function main(): Promise<void> {
   );
   for (const l of lines)
     log("budget", `${l.ok ? "ok  " : "OVER"} ${l.what}: ${fmtMiB(l.actual)} of ${fmtMiB(l.limit)}`);
-  log(
-    "done",
-    `${out}: disk.raw, disk.qcow2 (${fmtMiB((await stat(disk.qcow2)).size)}), payload/ in ${seconds.toFixed(1)} s`,
-  );
+  log("done", `${out}: disk.raw, disk.qcow2 (${fmtMiB((await stat(disk.qcow2)).size)}), payload/`);
   if (customize.placeholderAgent)
     log("done", "warning: built with a placeholder agent (dist/agent.js missing)");
   if (!existsSync(join(out, "disk.raw"))) throw new BuildError("disk.raw was not written");
+  const built = Object.entries(cache.timings)
+    .filter(([, t]) => !t.cached)
+    .map(([name]) => name);
+  const kind =
+    built.length === 0
+      ? "warm build (every stage reused)"
+      : built.length === Object.keys(cache.timings).length
+        ? "cold build (every stage built)"
+        : `partial build (rebuilt: ${built.join(", ")})`;
+  process.stderr.write(`build-image: ${kind} took ${seconds.toFixed(1)} s\n`);
 }
 
 main().catch((err) => {

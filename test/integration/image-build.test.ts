@@ -29,6 +29,7 @@ describe("scripts/build-image", () => {
     for (const stage of ["rootfs", "customize", "usr", "root", "esp", "disk"])
       expect(r.stderr).toMatch(new RegExp(`${stage}\\s+cached`));
     expect(r.seconds).toBeLessThan(60);
+    expect(r.stderr).toMatch(/build-image: warm build \(every stage reused\) took \d+\.\d s/);
     const build = JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8"));
     expect(Object.values(build.stages).every((s) => (s as { cached: boolean }).cached)).toBe(true);
   }, 120_000);
