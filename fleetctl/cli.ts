@@ -33,6 +33,8 @@ export interface FleetctlIO {
 export interface CliDeps {
   createApi(opts: ClientOptions): FleetApi;
   clock: Clock;
+  /** Ends commands that run until interrupted; the process's SIGINT does so otherwise. */
+  signal?: AbortSignal;
 }
 
 const defaultDeps: CliDeps = { createApi: (opts) => new HttpFleetApi(opts), clock: realClock };
@@ -114,6 +116,7 @@ export async function runCli(argv: string[], io: FleetctlIO, deps: CliDeps): Pro
     cwd: io.cwd,
     clock: deps.clock,
     machine: machineCache(api),
+    ...(deps.signal ? { signal: deps.signal } : {}),
   };
   const run = API_COMMANDS[cmd.name];
   try {

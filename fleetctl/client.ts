@@ -10,6 +10,8 @@ import {
   type WireError,
   type WireMachine,
   type WireMachinePage,
+  type WireService,
+  type WireServiceList,
   type WireUnit,
   type WireUnitOption,
   type WireUnitPage,
@@ -59,6 +61,8 @@ export interface FleetApi {
   unitStates(): Promise<WireUnitState[]>;
   unitState(name: string): Promise<WireUnitState | undefined>;
   machines(): Promise<WireMachine[]>;
+  /** Flotilla: the live service records, of one service when `service` is given. */
+  services(service?: string): Promise<WireService[]>;
   unitStatus(name: string): Promise<WireCommandOutput | undefined>;
   unitJournal(name: string, opts: JournalOptions): Promise<WireCommandOutput | undefined>;
   /** Streams the followed journal to `sink` until the server ends it; false when the unit is unknown. */
@@ -131,6 +135,12 @@ export class HttpFleetApi implements FleetApi {
 
   machines(): Promise<WireMachine[]> {
     return this.list<WireMachinePage, WireMachine>(`${API_PREFIX}/machines`, (p) => p.machines);
+  }
+
+  async services(service?: string): Promise<WireService[]> {
+    const query = service === undefined ? "" : `?service=${encodeURIComponent(service)}`;
+    const path = `${EXT_PREFIX}/services${query}`;
+    return parseJson<WireServiceList>(await this.call("GET", path), path).services ?? [];
   }
 
   unitStatus(name: string): Promise<WireCommandOutput | undefined> {

@@ -1,7 +1,13 @@
 // The fleetctl commands (fleet-compat.md §1.2). Each returns the exit code; messages and exit
 // codes are fleet's except where fleet-compat.md §5 (or a plain bug) calls for better, as noted.
 
-import type { WireCommandOutput, WireMachine, WireUnit, WireUnitState } from "../agent/api/schema.js";
+import type {
+  WireCommandOutput,
+  WireMachine,
+  WireService,
+  WireUnit,
+  WireUnitState,
+} from "../agent/api/schema.js";
 import type { CurrentState, DesiredState } from "../agent/model.js";
 import { mangleUnitName, serializeUnit } from "../agent/unit/index.js";
 import type { CommandContext } from "./context.js";
@@ -10,6 +16,7 @@ import {
   type FieldContext,
   isGlobalUnit,
   LIST_MACHINES_FIELDS,
+  LIST_SERVICES_FIELDS,
   LIST_UNIT_FILES_FIELDS,
   LIST_UNITS_FIELDS,
   parseFields,
@@ -377,6 +384,67 @@ const listMachines: Command = async (ctx, _args, flags) => {
   return 0;
 };
 
+/** How often `list-services --watch` polls. */
+export const WATCH_INTERVAL_MS = 1000;
+
+const listServices: Command = async (ctx, args, flags) => {
+  const cols = parseFields(flags.str("fields"), LIST_SERVICES_FIELDS);
+  if ("error" in cols) {
+    ctx.err(cols.error);
+    return 1;
+  }
+  if (args.length > 1) {
+    ctx.err("At most one service name may be given");
+    return 1;
+  }
+  const service = args[0];
+  const table = async (): Promise<string> => {
+    const records: WireService[] = [...(await ctx.api.services(service))].sort(
+      (a, b) =>
+        compareStrings(a.service, b.service) ||
+        compareStrings(a.machineID, b.machineID) ||
+        compareStrings(a.unit, b.unit),
+    );
+    return renderTable(
+      cols,
+      records,
+      LIST_SERVICES_FIELDS,
+      fieldContext(flags, [], new Map()),
+      flags.bool("no-legend"),
+    );
+  };
+  const failure = (err: unknown) => `Error retrieving list of services: ${errorText(err)}`;
+  if (!flags.bool("watch")) {
+    try {
+      ctx.write(await table());
+    } catch (err) {
+      ctx.err(failure(err));
+      return 1;
+    }
+    return 0;
+  }
+  // Poll and print the table again when it differs; an error is reported once until it changes.
+  let shown: string | undefined;
+  let lastError: string | undefined;
+  while (!ctx.signal?.aborted) {
+    try {
+      const text = await table();
+      lastError = undefined;
+      if (text !== shown) {
+        if (shown !== undefined) ctx.write("\n");
+        ctx.write(text);
+        shown = text;
+      }
+    } catch (err) {
+      const message = failure(err);
+      if (message !== lastError) ctx.err(message);
+      lastError = message;
+    }
+    await ctx.clock.sleep(WATCH_INTERVAL_MS);
+  }
+  return 0;
+};
+
 const cat: Command = async (ctx, args) => {
   if (args.length !== 1) {
     ctx.err("One unit file must be provided");
@@ -501,6 +569,7 @@ export const API_COMMANDS: Record<string, Command> = {
   "list-units": listUnits,
   "list-unit-files": listUnitFiles,
   "list-machines": listMachines,
+  "list-services": listServices,
   cat,
   status,
   journal,

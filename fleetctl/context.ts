@@ -21,6 +21,8 @@ export interface CommandContext {
   clock: Clock;
   /** The machine with this ID, fetched once per run; undefined if unknown or on error. */
   machine(id: string): Promise<WireMachine | undefined>;
+  /** Ends commands that run until interrupted (`list-services --watch`). */
+  signal?: AbortSignal;
 }
 
 export function lineWriter(w: Writer): (line: string) => void {

@@ -1,7 +1,14 @@
 // Cell and table formatting for list-units, list-unit-files and list-machines
 // (fleet-compat.md §1.3). Pure: callers fetch the data, these functions only shape it.
 
-import type { WireMachine, WireUnit, WireUnitOption, WireUnitState } from "../agent/api/schema.js";
+import type {
+  WireMachine,
+  WireService,
+  WireServicePort,
+  WireUnit,
+  WireUnitOption,
+  WireUnitState,
+} from "../agent/api/schema.js";
 import { parseRequirements, unitHash } from "../agent/unit/index.js";
 import { tabwrite } from "./tabwriter.js";
 
@@ -102,6 +109,23 @@ export const LIST_MACHINES_FIELDS: Record<string, Field<WireMachine>> = {
   metadata: (m) => (m.metadata && Object.keys(m.metadata).length > 0 ? formatMetadata(m.metadata) : "-"),
 };
 export const DEFAULT_LIST_MACHINES_FIELDS = "machine,ip,metadata";
+
+/** Docker's notation: `8080->80/tcp`, or `53/udp` when the container port is unknown. */
+export function formatPorts(ports: readonly WireServicePort[]): string {
+  if (ports.length === 0) return "-";
+  return ports
+    .map((p) => `${p.host}${p.container !== undefined ? `->${p.container}` : ""}/${p.protocol}`)
+    .join(",");
+}
+
+export const LIST_SERVICES_FIELDS: Record<string, Field<WireService>> = {
+  service: (s) => s.service,
+  machine: (s, ctx) => machineIDLegend(s.machineID, ctx.full),
+  unit: (s) => s.unit,
+  ip: (s) => dash(s.ip),
+  ports: (s) => formatPorts(s.ports),
+};
+export const DEFAULT_LIST_SERVICES_FIELDS = "service,machine,unit,ip,ports";
 
 /** Valid keys for the --fields help text, sorted as fleet prints them. */
 export function fieldKeys(fields: Record<string, unknown>): string {

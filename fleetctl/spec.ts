@@ -4,10 +4,12 @@
 import { DEFAULT_ENDPOINT } from "./endpoint.js";
 import {
   DEFAULT_LIST_MACHINES_FIELDS,
+  DEFAULT_LIST_SERVICES_FIELDS,
   DEFAULT_LIST_UNIT_FILES_FIELDS,
   DEFAULT_LIST_UNITS_FIELDS,
   fieldKeys,
   LIST_MACHINES_FIELDS,
+  LIST_SERVICES_FIELDS,
   LIST_UNIT_FILES_FIELDS,
   LIST_UNITS_FIELDS,
 } from "./format.js";
@@ -187,6 +189,27 @@ export const COMMANDS: CommandSpec[] = [
     short: "Enumerate the current hosts in the cluster",
     long: "Lists the machines currently active in the cluster.",
     flags: [full, noLegend, fields(DEFAULT_LIST_MACHINES_FIELDS, LIST_MACHINES_FIELDS)],
+  },
+  {
+    name: "list-services",
+    use: "list-services [-l|--full] [--no-legend] [--fields] [-w|--watch] [SERVICE]",
+    short: "List the service records of active units (Flotilla)",
+    long:
+      "Lists the discovery records of active units, as their agents publish them and DNS answers " +
+      "NAME.service.flotilla: one line per instance, sorted by service, machine and unit. " +
+      "With --watch, prints the table again whenever it changes, until interrupted.",
+    flags: [
+      full,
+      noLegend,
+      fields(DEFAULT_LIST_SERVICES_FIELDS, LIST_SERVICES_FIELDS),
+      {
+        name: "watch",
+        type: "bool",
+        default: false,
+        usage: "Keep polling (every second) and print the table again when it changes",
+        aliases: ["w"],
+      },
+    ],
   },
   {
     name: "list-unit-files",

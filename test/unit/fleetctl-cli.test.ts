@@ -5,6 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type {
   WireCommandOutput,
   WireMachine,
+  WireService,
   WireUnit,
   WireUnitOption,
   WireUnitState,
@@ -40,6 +41,8 @@ class FakeCluster implements FleetApi {
   journalOutput: WireCommandOutput = { exitCode: 0, output: "-- Logs --\n" };
   journalCalls: JournalOptions[] = [];
   failMachines = false;
+  serviceList: WireService[] = [];
+  failServices: string | undefined;
 
   add(
     name: string,
@@ -103,6 +106,11 @@ class FakeCluster implements FleetApi {
       throw new Error("googleapi: Error 503: fleet server unable to communicate with etcd");
     return this.machineList;
   }
+  async services(service?: string): Promise<WireService[]> {
+    this.calls.push(service === undefined ? "services" : `services ${service}`);
+    if (this.failServices !== undefined) throw new Error(this.failServices);
+    return this.serviceList.filter((s) => service === undefined || s.service === service);
+  }
   async unitStatus(name: string): Promise<WireCommandOutput | undefined> {
     this.calls.push(`status ${name}`);
     return this.status;
@@ -162,11 +170,15 @@ interface Run {
   clock: Clock;
 }
 
-async function run(argv: string[], env: Record<string, string> = {}): Promise<Run> {
+async function run(
+  argv: string[],
+  env: Record<string, string> = {},
+  opts: { clock?: Clock; signal?: AbortSignal } = {},
+): Promise<Run> {
   let stdout = "";
   let stderr = "";
   let client: ClientOptions | undefined;
-  const clock = fakeClock();
+  const clock = opts.clock ?? fakeClock();
   const code = await runCli(
     argv,
     {
@@ -181,6 +193,7 @@ async function run(argv: string[], env: Record<string, string> = {}): Promise<Ru
         return cluster;
       },
       clock,
+      ...(opts.signal ? { signal: opts.signal } : {}),
     },
   );
   return { code, stdout, stderr, client, clock };
@@ -652,5 +665,112 @@ describe("listing and inspection", () => {
       code: 1,
       stderr: "Unable to retrieve journal of global unit g.service.\n",
     });
+  });
+});
+
+describe("list-services", () => {
+  const web = (machineID: string, unit: string, ip: string, host: number): WireService => ({
+    service: "web",
+    machineID,
+    unit,
+    ip,
+    ports: [{ container: 80, host, protocol: "tcp" }],
+  });
+  const M2 = "5e6f7a8b000000000000000000000000";
+  const dns: WireService = {
+    service: "dns",
+    machineID: M2,
+    unit: "dns.service",
+    ip: "172.17.8.104",
+    ports: [
+      { host: 53, protocol: "udp" },
+      { host: 53, protocol: "tcp" },
+    ],
+  };
+  const plain: WireService = {
+    service: "batch",
+    machineID: M1,
+    unit: "batch.service",
+    ip: "172.17.8.103",
+    ports: [],
+  };
+
+  it("prints a table sorted by service, machine and unit, ports in Docker's notation", async () => {
+    cluster.serviceList = [
+      web(M2, "web@2.service", "172.17.8.104", 8081),
+      dns,
+      plain,
+      web(M1, "web@1.service", "172.17.8.103", 8080),
+    ];
+    const r = await run(["list-services"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      "SERVICE\tMACHINE\t\tUNIT\t\tIP\t\tPORTS\n" +
+        "batch\t113f16a7...\tbatch.service\t172.17.8.103\t-\n" +
+        "dns\t5e6f7a8b...\tdns.service\t172.17.8.104\t53/udp,53/tcp\n" +
+        "web\t113f16a7...\tweb@1.service\t172.17.8.103\t8080->80/tcp\n" +
+        "web\t5e6f7a8b...\tweb@2.service\t172.17.8.104\t8081->80/tcp\n",
+    );
+  });
+
+  it("filters by service and honours --fields, --no-legend and --full", async () => {
+    cluster.serviceList = [web(M1, "web@1.service", "172.17.8.103", 8080), dns];
+    const r = await run(["list-services", "--no-legend", "--full", "--fields=machine,ip,ports", "web"]);
+    expect(r.stdout).toBe(`${M1}\t172.17.8.103\t8080->80/tcp\n`);
+    expect(cluster.calls).toContain("services web");
+    expect((await run(["list-services", "--fields=unit,nope"])).stderr).toBe(
+      'Invalid key in output format: "nope"\n',
+    );
+    expect((await run(["list-services", "a", "b"])).code).toBe(1);
+  });
+
+  it("prints only the legend when nothing is published, and explains a failure", async () => {
+    expect((await run(["list-services"])).stdout).toBe("SERVICE\tMACHINE\tUNIT\tIP\tPORTS\n");
+    cluster.failServices = "googleapi: Error 503: service discovery is not running on this agent";
+    expect(await run(["list-services"])).toMatchObject({
+      code: 1,
+      stderr:
+        "Error retrieving list of services: googleapi: Error 503: service discovery is not running on this agent\n",
+    });
+  });
+
+  it("--watch prints the table again only when it changes, until interrupted", async () => {
+    const stop = new AbortController();
+    const first = web(M1, "web@1.service", "172.17.8.103", 8080);
+    const moved = web(M2, "web@1.service", "172.17.8.104", 8080);
+    // What the cluster holds after each poll: unchanged, moved, an error twice, back, then ^C.
+    const script: (() => void)[] = [
+      () => {},
+      () => {
+        cluster.serviceList = [moved];
+      },
+      () => {
+        cluster.failServices = "boom";
+      },
+      () => {},
+      () => {
+        cluster.failServices = undefined;
+      },
+      () => stop.abort(),
+    ];
+    cluster.serviceList = [first];
+    let now = 0;
+    const clock: Clock = {
+      now: () => now,
+      sleep: async (ms) => {
+        now += ms;
+        script.shift()?.();
+      },
+    };
+    const r = await run(["list-services", "-w", "--no-legend"], {}, { clock, signal: stop.signal });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      "web\t113f16a7...\tweb@1.service\t172.17.8.103\t8080->80/tcp\n" +
+        "\n" +
+        "web\t5e6f7a8b...\tweb@1.service\t172.17.8.104\t8080->80/tcp\n",
+    );
+    expect(r.stderr).toBe("Error retrieving list of services: boom\n");
+    expect(cluster.calls.filter((c) => c === "services")).toHaveLength(6);
+    expect(now).toBe(6000);
   });
 });

@@ -209,6 +209,20 @@ describe("HttpFleetApi wire behaviour", () => {
     ]);
   });
 
+  it("lists services, all or one, through Flotilla's extension", async () => {
+    const record = { service: "web", machineID: "m1", unit: "web.service", ip: "10.0.0.1", ports: [] };
+    const api = await serve((req, res) =>
+      json(res, 200, req.url?.includes("service=") ? { services: [record] } : {}),
+    );
+    try {
+      expect(await api.services()).toEqual([]);
+      expect(await api.services("web")).toEqual([record]);
+    } finally {
+      api.close();
+    }
+    expect(seen.map((s) => s.url)).toEqual(["/flotilla/v1/services", "/flotilla/v1/services?service=web"]);
+  });
+
   it("streams a followed journal without the request timeout cutting it off", async () => {
     const api = await serve((_req, res) => {
       res.writeHead(200, { "Content-Type": "text/plain" });
