@@ -1,5 +1,5 @@
 // scripts/vm: boot a Flotilla image in QEMU (TCG) with a provisioning config.
-//   scripts/vm [--disk dist/image/disk.qcow2] [--state .cache/vm] [--fresh]
+//   scripts/vm [--disk dist/image/disk.raw|disk.qcow2] [--state .cache/vm] [--fresh]
 //              [--ignition CONFIG.ign | --ignition-oem CONFIG.ign] [--ssh-port N] [--api-port N]
 // The machine's disk is a copy in the state dir, kept across runs (--fresh starts over). The
 // serial console is shown here; Ctrl-C powers the machine off cleanly through QMP.
