@@ -18,6 +18,13 @@ import { type CurrentUnit, type DesiredUnit, plan, type Task } from "./plan.js";
 /** First line of every unit file we write: the hash of the unit as submitted (before rendering). */
 const HASH_HEADER = "# flotilla-unit-hash=";
 
+/**
+ * How long an unload waits for the unit's stop to finish: beyond a container's stop timeout
+ * (10 s, then SIGKILL) and its cleanup, short of blocking the agent on a unit that hangs.
+ */
+const UNLOAD_STOP_WAIT_MS = 30_000;
+const STOPPING_STATES = new Set(["active", "activating", "reloading", "deactivating"]);
+
 /** systemd states in which a unit counts as started by us (fleet's "launched"). */
 const STARTED_STATES = new Set(["active", "activating", "reloading", "deactivating", "failed"]);
 
@@ -168,6 +175,7 @@ export class Reconciler {
           this.launched.delete(task.unit);
           break;
         case "unload":
+          await this.untilStopped(task.unit, log);
           await this.systemd.unload(task.unit);
           this.loaded.delete(task.unit);
           this.launched.delete(task.unit);
@@ -176,6 +184,25 @@ export class Reconciler {
       log.info({ reason: task.reason }, `${task.kind} ${task.unit}: ${task.reason}`);
     } catch (err) {
       log.error({ reason: task.reason, err: String(err) }, `${task.kind} ${task.unit} failed`);
+    }
+  }
+
+  /**
+   * Waits while the unit is still stopping. StopUnit returns once the job is queued; removing the
+   * unit file and reloading systemd during the stop would drop the rest of it (ExecStopPost, which
+   * removes a container whose conmon was killed, and SuccessExitStatus), leaving a container behind.
+   */
+  private async untilStopped(name: string, log: Logger): Promise<void> {
+    const deadline = Date.now() + UNLOAD_STOP_WAIT_MS;
+    for (;;) {
+      const state = (await this.systemd.states([name])).get(name)?.activeState;
+      // Just after StopUnit the job may not have begun: "active" still counts as stopping.
+      if (state === undefined || !STOPPING_STATES.has(state)) return;
+      if (Date.now() > deadline) {
+        log.warn({ waitedMs: UNLOAD_STOP_WAIT_MS }, `${name} is still stopping; unloading it anyway`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
 
