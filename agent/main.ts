@@ -10,7 +10,12 @@ import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
 import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
-import { INSECURE_REGISTRIES_FILE, insecureRegistriesConf } from "./containers/index.js";
+import {
+  INSECURE_REGISTRIES_FILE,
+  insecureRegistriesConf,
+  type RenderContext,
+  upstreamNameservers,
+} from "./containers/index.js";
 import { feedServiceCache, ServiceCache } from "./discovery/cache.js";
 import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
@@ -60,17 +65,14 @@ async function main(argv: string[]): Promise<void> {
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
   await writeInsecureRegistries(cfg.insecureRegistries, log);
   const dnsAddresses = cfg.dnsListen.map((a) => a.replace(/^public:/, `${publicIP}:`));
+  // Bridge-networked containers reach the agent's DNS on the machine's public address.
+  const servesContainers = dnsAddresses.some((a) => a === `${publicIP}:53`);
   const reconciler = new Reconciler(
     registry,
     keys,
     membership,
     systemd,
-    () => ({
-      // podman refuses an --authfile that does not exist; checked at each load.
-      ...(existsSync(cfg.registryAuthFile) ? { registryAuthFile: cfg.registryAuthFile } : {}),
-      // Bridge-networked containers reach the agent's DNS on the machine's public address.
-      ...(dnsAddresses.some((a) => a.startsWith(`${publicIP}:53`)) ? { dnsServer: publicIP } : {}),
-    }),
+    () => renderContext(cfg.registryAuthFile, servesContainers ? publicIP : undefined),
     log.child({ part: "agent" }),
   );
   await reconciler.recover();
@@ -224,6 +226,22 @@ function startLoops(
       void watcher?.cancel();
     },
   };
+}
+
+/**
+ * What a container unit is rendered with, read at each load: podman refuses an --authfile that
+ * does not exist, and the machine's resolvers may change.
+ */
+function renderContext(authFile: string, dnsServer: string | undefined): RenderContext {
+  const ctx: RenderContext = existsSync(authFile) ? { registryAuthFile: authFile } : {};
+  if (dnsServer === undefined) return ctx;
+  let resolvConf = "";
+  try {
+    resolvConf = readFileSync("/etc/resolv.conf", "utf8");
+  } catch {
+    // No resolvers of its own: containers get the agent's alone.
+  }
+  return { ...ctx, dnsServer, upstreamDnsServers: upstreamNameservers(resolvConf, [dnsServer]) };
 }
 
 /**

@@ -7,10 +7,12 @@ export {
   validateRegistryLocation,
 } from "./registries.js";
 export {
+  CONTAINER_DNS_SEARCH,
   ContainerUnitError,
   type RenderContext,
   renderContainerUnit,
   STOP_TIMEOUT_SECONDS,
+  upstreamNameservers,
 } from "./render.js";
 export {
   CONTAINER_KEYS,

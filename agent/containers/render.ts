@@ -3,6 +3,7 @@
 // conmon reports it), and no container left once the unit stops (--rm, plus a forced removal
 // after stop for when conmon itself died). Pure: the agent writes the result for systemd.
 
+import { isIP } from "node:net";
 import type { UnitOption } from "../model.js";
 import { CONTAINER_SECTION, type ContainerSpec, hasContainerSection, parseContainerSection } from "./spec.js";
 import { execLine } from "./words.js";
@@ -17,6 +18,32 @@ export interface RenderContext {
   registryAuthFile?: string;
   /** Resolver for bridge-networked containers (the agent's DNS). */
   dnsServer?: string;
+  /**
+   * The machine's own resolvers, listed after `dnsServer` so that names outside the flotilla zone
+   * (which the agent refuses) still resolve; see `upstreamNameservers`.
+   */
+  upstreamDnsServers?: readonly string[];
+}
+
+/** The search domain bridge containers get with the agent's DNS: `web` finds `web.service.flotilla`. */
+export const CONTAINER_DNS_SEARCH = "service.flotilla";
+
+/**
+ * The nameservers of a resolv.conf(5) text that a bridge container can reach: loopback addresses
+ * (a local stub resolver) are dropped, since they would be the container's own loopback, and so
+ * are zoned link-local ones and those in `exclude`.
+ */
+export function upstreamNameservers(resolvConf: string, exclude: readonly string[] = []): string[] {
+  const out: string[] = [];
+  for (const line of resolvConf.split("\n")) {
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    const addr = m?.[1];
+    // A zoned (link-local) address names an interface of the machine, not of the container.
+    if (addr === undefined || !isIP(addr) || addr.includes("%")) continue;
+    if (addr.startsWith("127.") || addr === "::1" || exclude.includes(addr) || out.includes(addr)) continue;
+    out.push(addr);
+  }
+  return out;
 }
 
 export class ContainerUnitError extends Error {
@@ -109,7 +136,11 @@ function runCommand(spec: ContainerSpec, ctx: RenderContext): string[] {
     argv.push(`--authfile=${ctx.registryAuthFile}`);
   const { network } = spec;
   argv.push(`--network=${network.mode === "container" ? `container:${network.container}` : network.mode}`);
-  if (network.mode === "bridge" && ctx.dnsServer !== undefined) argv.push(`--dns=${ctx.dnsServer}`);
+  if (network.mode === "bridge" && ctx.dnsServer !== undefined) {
+    argv.push(`--dns=${ctx.dnsServer}`);
+    for (const server of ctx.upstreamDnsServers ?? []) argv.push(`--dns=${server}`);
+    argv.push(`--dns-search=${CONTAINER_DNS_SEARCH}`);
+  }
   for (const port of spec.publishPorts) argv.push("--publish", port.spec);
   for (const volume of spec.volumes) argv.push("--volume", volume);
   // podman applies --env-file first, so that -e overrides it, as in Docker.

@@ -4,6 +4,7 @@ import {
   type RenderContext,
   renderContainerUnit,
   splitWords,
+  upstreamNameservers,
 } from "../../agent/containers/index.js";
 import type { UnitOption } from "../../agent/model.js";
 import { parseUnitFile, serializeUnit } from "../../agent/unit/index.js";
@@ -318,11 +319,42 @@ describe("renderContainerUnit", () => {
 
     it("gives bridge containers the agent's DNS server, and no other mode", () => {
       const ctx = { dnsServer: "10.231.0.2" };
-      expect(runArgs("", undefined, ctx)).toEqual(["--network=bridge", "--dns=10.231.0.2", IMAGE]);
+      expect(runArgs("", undefined, ctx)).toEqual([
+        "--network=bridge",
+        "--dns=10.231.0.2",
+        "--dns-search=service.flotilla",
+        IMAGE,
+      ]);
+      const upstream = { ...ctx, upstreamDnsServers: ["192.0.2.53", "2001:db8::53"] };
+      expect(runArgs("", undefined, upstream)).toEqual([
+        "--network=bridge",
+        "--dns=10.231.0.2",
+        "--dns=192.0.2.53",
+        "--dns=2001:db8::53",
+        "--dns-search=service.flotilla",
+        IMAGE,
+      ]);
       for (const mode of ["host", "none", "container:db"]) {
         expect(runArgs(`Network=${mode}\n`, undefined, ctx)).toEqual([`--network=${mode}`, IMAGE]);
       }
     });
+  });
+
+  it("takes the machine's reachable resolvers from resolv.conf", () => {
+    const conf = [
+      "# generated",
+      "nameserver 127.0.0.53",
+      "nameserver 192.0.2.53",
+      "search example.com",
+      "  nameserver fe80::1%eth0",
+      "nameserver ::1",
+      "nameserver 10.231.0.2",
+      "nameserver 192.0.2.53",
+      "nameserver bogus",
+      "",
+    ].join("\n");
+    expect(upstreamNameservers(conf, ["10.231.0.2"])).toEqual(["192.0.2.53"]);
+    expect(upstreamNameservers("")).toEqual([]);
   });
 
   describe("Pull", () => {
