@@ -14,7 +14,9 @@ import { parseArgs } from "node:util";
 const self = fileURLToPath(import.meta.url);
 const root = path.resolve(path.dirname(self), "..");
 
-if (process.argv[2] === "client") await client(process.argv.slice(3).map(Number));
+// `client PORT QUERIES CONCURRENCY [HOST]` is also the load generator of bench/containers.ts,
+// pointed at a real agent on a test machine.
+if (process.argv[2] === "client") await client(process.argv.slice(3));
 else await server();
 
 async function server() {
@@ -101,7 +103,8 @@ async function bundle() {
 }
 
 /** The second process: a UDP client with a fixed number of queries in flight. */
-async function client([port, total, concurrency]) {
+async function client([portText, totalText, concurrencyText, host = "127.0.0.1"]) {
+  const [port, total, concurrency] = [portText, totalText, concurrencyText].map(Number);
   const QUERY_TIMEOUT_MS = 1000;
   const sock = dgram.createSocket("udp4");
   const inflight = new Map();
@@ -128,7 +131,7 @@ async function client([port, total, concurrency]) {
         send();
       }, QUERY_TIMEOUT_MS);
       inflight.set(id, { at: performance.now(), timer });
-      sock.send(query(id, "web.service.flotilla", type), port, "127.0.0.1");
+      sock.send(query(id, "web.service.flotilla", type), port, host);
     };
     sock.on("message", (msg) => {
       const id = msg.readUInt16BE(0);
