@@ -163,6 +163,57 @@ describe("a container unit", () => {
   });
 });
 
+describe("units as on CoreOS, and [Service] settings", () => {
+  it("a plain unit whose ExecStart runs podman run works unchanged", async () => {
+    const m = machines[1] as Machine;
+    const text = [
+      "[Service]",
+      "ExecStartPre=-/usr/bin/podman rm -f plain",
+      `ExecStart=/usr/bin/podman run --rm --init --name plain -p 8083:80 ${openImage()} httpd -f -p 80 -h /var/www`,
+      "ExecStop=/usr/bin/podman stop plain",
+      // As CoreOS units did with docker rm: a stop's SIGTERM to the unit's processes can cut
+      // podman's own --rm removal short, leaving the container in state "Removing".
+      "ExecStopPost=-/usr/bin/podman rm -f plain",
+      "",
+      "[X-Fleet]",
+      `MachineID=${m.id}`,
+      "",
+    ].join("\n");
+    const start = await fc(["start", "plain.service"], { "plain.service": text });
+    expect(start.code, start.stderr).toBe(0);
+    await waitFor(
+      "plain.service serving",
+      () => fetchFrom(machines[0] as Machine, m.ip, 8083).then((body) => body === TEST_IMAGE_INDEX_HTML),
+      30_000,
+      500,
+    );
+    expect(await sh(m, "systemctl show -p ExecStart --value plain.service")).toContain(
+      "podman run --rm --init",
+    );
+  });
+
+  it("Restart= restarts the unit when its container dies", async () => {
+    const text = containerUnit(`Image=${openImage()}\nExec=sleep 1000`, {
+      service: "Restart=always\nRestartSec=1",
+    });
+    expect((await fc(["start", "restarting.service"], { "restarting.service": text })).code).toBe(0);
+    const on = await activeMachine("restarting.service");
+    const invocation = () =>
+      sh(on, "systemctl show -p InvocationID --value restarting.service").then((s) => s.trim());
+    const before = await invocation();
+    await sh(on, "podman kill --signal=KILL systemd-restarting");
+    await waitFor(
+      "restarting.service started again by systemd",
+      async () =>
+        (await invocation()) !== before &&
+        (await sh(on, "systemctl is-active restarting.service || true")).trim() === "active",
+      30_000,
+      500,
+    );
+    expect(await containers(on)).toEqual(["systemd-restarting"]);
+  });
+});
+
 describe("network modes, as in Docker", () => {
   it("bridge: own namespace and a working published port; host: the machine's; none: loopback only; container:NAME: NAME's", async () => {
     const target = machines[0] as Machine;
