@@ -6,10 +6,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { budget, type Definition, type Sizes } from "../../image/pipeline/definition.js";
+import { fmtMiB, MiB } from "../../image/pipeline/util.js";
 import { buildImage, ensureImage, IMAGE_DIR, REPO } from "../../scripts/lib/image-build.js";
 
 const work = mkdtempSync(join(tmpdir(), "flotilla-image-build-"));
 const definition = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8"));
+/** Flatcar: a 1 GiB USR partition, kernels under 60 MiB each on a 128 MiB ESP (flatcar/Flatcar#438). */
+const FLATCAR = { usrPayloadLimit: 1024 * MiB, kernelLimit: 60 * MiB };
 
 function variant(name: string, change: (d: typeof definition) => void): string {
   const d = structuredClone(definition);
@@ -66,4 +70,18 @@ describe("scripts/build-image", () => {
     expect(r.stderr).toMatch(/"version" must be MAJOR.MINOR.PATCH/);
     expect(r.stderr).toMatch(/"partitions.oem" is missing/);
   }, 60_000);
+
+  it("the last build is within budget (and is reported against Flatcar's)", () => {
+    const sizes = (JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8")) as { sizes: Sizes }).sizes;
+    const lines = budget(definition as Definition, sizes);
+    const report = [
+      ...lines.map((l) => `${l.ok ? "ok  " : "OVER"} ${l.what}: ${fmtMiB(l.actual)} of ${fmtMiB(l.limit)}`),
+      `USR payload ${fmtMiB(sizes.usrImage)} vs Flatcar's 1 GiB USR limit (${((100 * sizes.usrImage) / FLATCAR.usrPayloadLimit).toFixed(0)}%)`,
+      `kernel + initrd ${fmtMiB(sizes.kernel + sizes.initrd)} vs Flatcar's < 60 MiB per ESP kernel`,
+    ];
+    process.stdout.write(`${report.join("\n")}\n`);
+    expect(lines.filter((l) => !l.ok)).toEqual([]);
+    expect(sizes.usrImage).toBeLessThan(FLATCAR.usrPayloadLimit);
+    expect(sizes.kernel + sizes.initrd).toBeLessThan(FLATCAR.kernelLimit);
+  });
 });
