@@ -2,7 +2,7 @@
 # Sourced, not run. Idempotent and quiet when everything is already there.
 
 FLOTILLA_APT_PACKAGES=(
-  mmdebstrap systemd-container etcd-server etcd-client iproute2 dnsutils busybox-static
+  systemd-container etcd-server etcd-client iproute2 dnsutils busybox-static
   util-linux ca-certificates curl
 )
 

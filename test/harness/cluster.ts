@@ -3,7 +3,7 @@ import { ensureHostPackages } from "./host.js";
 import { log, since } from "./log.js";
 import { Machine } from "./machine.js";
 import { runOk } from "./proc.js";
-import { ensureRootfs, type RootfsProvider } from "./rootfs.js";
+import { imageRootfs, type RootfsProvider } from "./rootfs.js";
 import { Run } from "./run.js";
 
 export interface ClusterOptions {
@@ -14,7 +14,7 @@ export interface ClusterOptions {
   agent?: boolean;
   /** Extra (or overriding) variables for /etc/flotilla/agent.env. */
   agentEnv?: Record<string, string>;
-  /** Where the base rootfs comes from. Default: `ensureRootfs`. */
+  /** Where the base rootfs comes from. Default: `imageRootfs`, the OS image's own userland. */
   rootfs?: RootfsProvider;
   /** Directory bound at /usr/lib/flotilla/dist. Default: the repo's dist/. */
   distDir?: string;
@@ -65,7 +65,7 @@ export class Cluster {
     }
     const t = performance.now();
     await ensureHostPackages();
-    const rootfs = await (opts.rootfs ?? ensureRootfs)();
+    const rootfs = await (opts.rootfs ?? imageRootfs)();
     const r = Run.create();
     try {
       const bridge = await createBridge(r);

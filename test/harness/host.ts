@@ -10,8 +10,6 @@ export interface HostRequirement {
 }
 
 export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
-  { need: "mmdebstrap", pkg: "mmdebstrap" },
-  { need: "/usr/share/keyrings/debian-archive-keyring.gpg", pkg: "debian-archive-keyring" },
   { need: "systemd-nspawn", pkg: "systemd-container" },
   { need: "journalctl", pkg: "systemd" },
   { need: "etcd", pkg: "etcd-server" },
@@ -34,22 +32,21 @@ function present(need: string): boolean {
   });
 }
 
-let installing: Promise<void> | undefined;
+// apt-get takes a lock: installs from concurrent callers run one after another.
+let queue: Promise<void> = Promise.resolve();
 
 /** Installs the Debian packages the harness needs when a fresh box lacks them (we run as root). */
 export function ensureHostPackages(
   requirements: readonly HostRequirement[] = HOST_REQUIREMENTS,
 ): Promise<void> {
-  installing ??= (async () => {
+  const run = queue.then(async () => {
     const missing = [...new Set(requirements.filter((r) => !present(r.need)).map((r) => r.pkg))];
     if (missing.length === 0) return;
     log(`installing host packages: ${missing.join(" ")}`);
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     await runOk("apt-get", ["update", "-q"], { env });
     await runOk("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], { env });
-  })();
-  installing.catch(() => {
-    installing = undefined;
   });
-  return installing;
+  queue = run.catch(() => undefined);
+  return run;
 }

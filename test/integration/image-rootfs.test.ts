@@ -1,16 +1,14 @@
-// The nspawn harness on the OS image's own userland (the customize stage's tree) instead of its
-// own mmdebstrap rootfs: machines boot, the disk-only units skip themselves, and the agents
-// register in the harness's etcd.
+// The nspawn harness runs the OS image's own userland (the customize stage's tree): machines boot
+// it, the disk-only units skip themselves, and the agents register in the harness's etcd.
 
 import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { imageRootfs } from "../../scripts/lib/image-rootfs.js";
 import { Cluster } from "../harness/index.js";
 
 let cluster: Cluster;
 
 beforeAll(async () => {
-  cluster = await Cluster.start({ machines: 2, rootfs: imageRootfs });
+  cluster = await Cluster.start({ machines: 2 });
 }, 40 * 60_000);
 
 afterAll(async () => {
