@@ -1,12 +1,14 @@
 // Stage 5: the ESP (vfat, built as a file with mtools): systemd-boot, slot A's kernel + initrd and
 // its loader entry with a boot-counting suffix. Every slot entry shares one sort-key and carries a
 // version, and loader.conf sets no `default`, so sd-boot prefers the newest entry with tries left.
+// The entry comes from the updater's own newEntry, so the build and the updater write the same text.
 
 import { stat, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { ESP_DIR, entryName, newEntry } from "../../../agent/update/slots.js";
 import type { StageCache, StageResult } from "../cache.js";
 import { checkFits, type Definition } from "../definition.js";
-import { MiB, run, stageCode } from "../util.js";
+import { hashFile, MiB, run, stageCode } from "../util.js";
 
 export const SD_BOOT = "usr/lib/systemd/boot/efi/systemd-bootx64.efi";
 
@@ -23,17 +25,10 @@ export function slotCmdline(def: Definition, slot: 0 | 1, rootHash: string): str
   ].join(" ");
 }
 
+/** A slot's loader entry text: the updater's newEntry with this build's version and command lines. */
 export function loaderEntry(def: Definition, slot: 0 | 1, rootHash: string): string {
-  const s = slot === 0 ? "a" : "b";
-  return [
-    `title ${def.name} ${def.version} (slot ${s.toUpperCase()})`,
-    `version ${def.version}`,
-    `sort-key ${def.name}`,
-    `linux /${def.name}/${s}/vmlinuz`,
-    `initrd /${def.name}/${s}/initrd`,
-    `options ${slotCmdline(def, slot, rootHash)}`,
-    "",
-  ].join("\n");
+  const cmdline = { A: slotCmdline(def, 0, rootHash), B: slotCmdline(def, 1, rootHash) };
+  return newEntry(slot === 0 ? "A" : "B", { version: def.version, cmdline }, def.bootTries).text;
 }
 
 export async function espStage(
@@ -54,6 +49,7 @@ export async function espStage(
   const inputs = {
     customize: customize.key,
     code: await stageCode("esp"),
+    entryCode: await hashFile(resolve("agent/update/slots.ts")),
     rootHash,
     def: JSON.stringify([def.name, def.version, def.kernelCmdline, def.bootTries, def.partitions]),
   };
@@ -69,19 +65,19 @@ export async function espStage(
       "::/EFI/systemd",
       "::/loader",
       "::/loader/entries",
-      `::/${def.name}`,
-      `::/${def.name}/a`,
+      `::/${ESP_DIR}`,
+      `::/${ESP_DIR}/a`,
     ]);
     await m(["mcopy", loader, "::/EFI/BOOT/BOOTX64.EFI"]);
     await m(["mcopy", loader, "::/EFI/systemd/systemd-bootx64.efi"]);
-    await m(["mcopy", kernel, `::/${def.name}/a/vmlinuz`]);
-    await m(["mcopy", initrd, `::/${def.name}/a/initrd`]);
+    await m(["mcopy", kernel, `::/${ESP_DIR}/a/vmlinuz`]);
+    await m(["mcopy", initrd, `::/${ESP_DIR}/a/initrd`]);
     await writeFile(join(dir, "loader.conf"), "timeout 0\neditor no\n");
     await m(["mcopy", join(dir, "loader.conf"), "::/loader/loader.conf"]);
     // A fresh slot: `+N` tries; systemd-bless-boot drops the suffix once boot-complete.target is reached.
     const entry = join(dir, "entry.conf");
     await writeFile(entry, loaderEntry(def, 0, rootHash));
-    await m(["mcopy", entry, `::/loader/entries/${def.name}-a+${def.bootTries}.conf`]);
+    await m(["mcopy", entry, `::/loader/entries/${entryName("A", def.bootTries)}`]);
   });
   return { ...r, image: join(r.dir, "esp.vfat"), kernelBytes, initrdBytes, loaderBytes };
 }
