@@ -1,7 +1,7 @@
 // Runs scripts/build-image from tests and the bench, and reads what it produced.
 
-import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 export const REPO = resolve(import.meta.dirname, "../..");
@@ -46,4 +46,37 @@ export interface Manifest {
 
 export function readManifest(): Manifest {
   return JSON.parse(readFileSync(join(IMAGE_DIR, "payload/manifest.json"), "utf8")) as Manifest;
+}
+
+export interface VariantOptions {
+  /** Where the variant's dist (disk.raw, payload/, …) goes. */
+  out: string;
+  /** Stage cache of its own, so building the variant does not evict the main build's stages. */
+  cache: string;
+  version: string;
+  /** Another agent bundle (e.g. one that never becomes healthy, for a release that must roll back). */
+  agent?: string;
+}
+
+/**
+ * Builds the image again with another version (and optionally another agent) into `out`. The
+ * variant's cache starts with hard links to the main build's rootfs stage, which no stage modifies
+ * in place, so only customize onwards is rebuilt (about a minute) and the main cache is untouched.
+ */
+export function buildVariant(v: VariantOptions): void {
+  mkdirSync(v.cache, { recursive: true });
+  for (const entry of readdirSync(join(REPO, ".cache/image"))) {
+    const target = join(v.cache, entry);
+    if (/^rootfs-[0-9a-f]{16}$/.test(entry) && !existsSync(target))
+      execFileSync("cp", ["-al", join(REPO, ".cache/image", entry), target]);
+  }
+  const definition = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8"));
+  definition.version = v.version;
+  const defFile = join(v.cache, `definition-${v.version}.json`);
+  writeFileSync(defFile, JSON.stringify(definition));
+  const args = ["--definition", defFile, "--out", v.out, "--cache", v.cache];
+  if (v.agent) args.push("--agent", v.agent);
+  const r = buildImage(args);
+  if (r.status !== 0)
+    throw new Error(`building ${v.version} failed:\n${r.stderr.split("\n").slice(-30).join("\n")}`);
 }
