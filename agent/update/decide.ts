@@ -1,6 +1,7 @@
 // What the updater should do next, from everything it knows at one moment. Pure, so every rule
 // (blessing first, pins, bad versions, pauses, waves, no downgrades) is one readable function.
 
+import { UpdateError } from "./errors.js";
 import type { Manifest } from "./manifest.js";
 
 export type Version = [major: number, minor: number, patch: number];
@@ -14,7 +15,7 @@ export function parseVersion(v: string): Version | undefined {
 /** Negative, zero or positive as a is older than, equal to or newer than b. Throws on a non-version. */
 export function compareVersions(a: string, b: string): number {
   const [pa, pb] = [parseVersion(a), parseVersion(b)];
-  if (!pa || !pb) throw new Error(`not a MAJOR.MINOR.PATCH version: ${pa ? b : a}`);
+  if (!pa || !pb) throw new UpdateError("version", `not a MAJOR.MINOR.PATCH version: ${pa ? b : a}`);
   return pa[0] - pb[0] || pa[1] - pb[1] || pa[2] - pb[2];
 }
 
