@@ -2,166 +2,34 @@
 // on the OEM partition, and with an invalid config. One image is built (or reused, warm) for all.
 // An etcd on the host is reachable from guests at 10.0.2.2 (QEMU user networking).
 
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Definition } from "../../image/pipeline/definition.js";
 import { loaderEntry } from "../../image/pipeline/stages/esp.js";
 import { ensureImage, IMAGE_DIR, REPO, readManifest } from "../../scripts/lib/image-build.js";
-import { freePort, partitionOffset, Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
+import { partitionOffset, type Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
+import { BOOT_MS, VmBed, waitFor } from "./vm-support.js";
 
-// Generous: TCG on two cores shared with other builds can take minutes to reach a login prompt.
-const BOOT_MS = 420_000;
-const work = mkdtempSync(join(tmpdir(), "flotilla-image-boot-"));
-const key = join(work, "id_ed25519");
-let etcd: ChildProcess | undefined;
-let etcdPort = 0;
-const vms: Vm[] = [];
-
-const dataUrl = (s: string) => `data:;base64,${Buffer.from(s).toString("base64")}`;
-
-function ignition(hostname: string, extra: Record<string, unknown> = {}): string {
-  const config = {
-    ignition: { version: "3.4.0" },
-    passwd: {
-      users: [
-        {
-          name: "core",
-          sshAuthorizedKeys: [readFileSync(`${key}.pub`, "utf8").trim()],
-          groups: ["systemd-journal"],
-        },
-      ],
-    },
-    storage: {
-      files: [
-        { path: "/etc/hostname", mode: 0o644, contents: { source: `data:,${hostname}%0A` } },
-        {
-          path: "/etc/flotilla/agent.json",
-          mode: 0o644,
-          contents: {
-            source: dataUrl(
-              JSON.stringify({
-                "etcd-endpoints": `http://10.0.2.2:${etcdPort}`,
-                "api-listen": "0.0.0.0:7480",
-                metadata: { role: "test" },
-              }),
-            ),
-          },
-        },
-      ],
-    },
-    ...extra,
-  };
-  const file = join(work, `${hostname}.ign`);
-  writeFileSync(file, JSON.stringify(config));
-  return file;
-}
-
-/** A private copy of the built disk for one machine. */
-function diskCopy(name: string): string {
-  const disk = join(work, `${name}.raw`);
-  execFileSync("cp", ["--sparse=always", join(IMAGE_DIR, "disk.raw"), disk]);
-  return disk;
-}
-
-async function boot(name: string, disk: string, ignitionFile?: string): Promise<Vm> {
-  const vm = new Vm({
-    disk,
-    stateDir: join(work, name),
-    ...(ignitionFile ? { ignition: ignitionFile } : {}),
-  });
-  vms.push(vm);
-  await vm.start();
-  return vm;
-}
-
-function etcdKeys(prefix: string): string[] {
-  return execFileSync(
-    "etcdctl",
-    [`--endpoints=http://127.0.0.1:${etcdPort}`, "get", "--prefix", "--keys-only", prefix],
-    {
-      encoding: "utf8",
-      env: { ...process.env, ETCDCTL_API: "3" },
-    },
-  )
-    .split("\n")
-    .filter(Boolean);
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => T | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2000));
-  }
-}
+let bed: VmBed;
 
 beforeAll(async () => {
   ensureImage();
-  execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", key]);
-  etcdPort = await freePort();
-  const peerPort = await freePort();
-  etcd = spawn(
-    "etcd",
-    [
-      "--data-dir",
-      join(work, "etcd"),
-      "--listen-client-urls",
-      `http://127.0.0.1:${etcdPort}`,
-      "--advertise-client-urls",
-      `http://127.0.0.1:${etcdPort}`,
-      "--listen-peer-urls",
-      `http://127.0.0.1:${peerPort}`,
-      "--initial-advertise-peer-urls",
-      `http://127.0.0.1:${peerPort}`,
-      "--initial-cluster",
-      `default=http://127.0.0.1:${peerPort}`,
-    ],
-    { stdio: "ignore" },
-  );
-  await waitFor("etcd", 20_000, () => {
-    try {
-      etcdKeys("/");
-      return true;
-    } catch {
-      return undefined;
-    }
-  });
+  bed = await VmBed.start("image-boot");
 }, 40 * 60_000);
 
-afterAll(async () => {
-  // Serial logs outlive the run, for diagnosing a failed boot.
-  const logs = join(REPO, ".cache/image/test-logs");
-  mkdirSync(logs, { recursive: true });
-  for (const vm of vms) {
-    await vm.kill();
-    if (existsSync(vm.serialLog)) copyFileSync(vm.serialLog, join(logs, `${basename(vm.opts.stateDir)}.log`));
-  }
-  etcd?.kill();
-  rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => bed?.teardown());
 
 describe("image booted with Ignition through fw_cfg", () => {
   let vm: Vm;
   let disk: string;
-  const sh = (cmd: string) => vm.ssh(key, "core", cmd).trim();
+  const sh = (cmd: string) => vm.ssh(bed.key, "core", cmd).trim();
 
   beforeAll(async () => {
-    disk = diskCopy("fwcfg");
-    vm = await boot("fwcfg", disk, ignition("flotilla-fwcfg"));
-    await vm.waitForSsh(key, "core", BOOT_MS);
+    disk = bed.diskCopy("fwcfg");
+    vm = await bed.boot("fwcfg", disk, bed.ignition("flotilla-fwcfg"));
+    await vm.waitForSsh(bed.key, "core", BOOT_MS);
   }, BOOT_MS + 30_000);
 
   it("boots slot A through systemd-boot, and blesses the boot", async () => {
@@ -202,7 +70,7 @@ describe("image booted with Ignition through fw_cfg", () => {
       throw new Error("the image was built with a placeholder agent (dist/agent.js was missing)");
     const machineId = sh("cat /etc/machine-id");
     await waitFor("the agent's machine record", 120_000, () =>
-      etcdKeys("/flotilla/machines/").some((k) => k.endsWith(machineId)) ? true : undefined,
+      bed.etcdKeys("/flotilla/machines/").some((k) => k.endsWith(machineId)) ? true : undefined,
     );
     expect(sh("systemctl show -P ActiveState flotilla-agent.service")).toBe("active");
   }, 150_000);
@@ -214,8 +82,8 @@ describe("image booted with Ignition through fw_cfg", () => {
       const off = await vm.powerOff();
       expect(off.clean).toBe(true);
       execFileSync("qemu-img", ["resize", "-f", "raw", disk, "+2G"]);
-      vm = await boot("fwcfg-resized", disk, ignition("flotilla-fwcfg"));
-      await vm.waitForSsh(key, "core", BOOT_MS);
+      vm = await bed.boot("fwcfg-resized", disk, bed.ignition("flotilla-fwcfg"));
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
       const diskBytes = Number(sh("lsblk -b -d -n -o SIZE /dev/vda"));
       const partBytes = Number(sh("lsblk -b -n -o SIZE /dev/disk/by-partlabel/ROOT"));
       const fsBytes = Number(sh("findmnt -b -n -o SIZE /"));
@@ -235,29 +103,35 @@ describe("image booted with Ignition on the OEM partition", () => {
   it(
     "applies the config, including units with drop-ins, and ssh works",
     async () => {
-      const disk = diskCopy("oem");
-      const config = ignition("flotilla-oem", {
-        systemd: {
-          units: [
-            {
-              name: "hello.service",
-              enabled: true,
-              contents:
-                "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$GREETING > /dev/console'\n[Install]\nWantedBy=multi-user.target\n",
-              dropins: [{ name: "10-greeting.conf", contents: "[Service]\nEnvironment=GREETING=from-oem\n" }],
-            },
-          ],
+      const disk = bed.diskCopy("oem");
+      const config = bed.ignition(
+        "flotilla-oem",
+        {},
+        {
+          systemd: {
+            units: [
+              {
+                name: "hello.service",
+                enabled: true,
+                contents:
+                  "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$GREETING > /dev/console'\n[Install]\nWantedBy=multi-user.target\n",
+                dropins: [
+                  { name: "10-greeting.conf", contents: "[Service]\nEnvironment=GREETING=from-oem\n" },
+                ],
+              },
+            ],
+          },
         },
-      });
+      );
       writeOemIgnition(disk, config);
-      const vm = await boot("oem", disk);
-      await vm.waitForSsh(key, "core", BOOT_MS);
-      expect(vm.ssh(key, "core", "hostname").trim()).toBe("flotilla-oem");
-      expect(vm.ssh(key, "core", "journalctl -b -u flotilla-ignition --no-pager -o cat")).toMatch(
+      const vm = await bed.boot("oem", disk);
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(vm.ssh(bed.key, "core", "hostname").trim()).toBe("flotilla-oem");
+      expect(vm.ssh(bed.key, "core", "journalctl -b -u flotilla-ignition --no-pager -o cat")).toMatch(
         /from the OEM partition/,
       );
       await vm.waitForSerial(/hello-from-oem/, 60_000);
-      expect(vm.ssh(key, "core", "systemctl is-enabled hello.service").trim()).toBe("enabled");
+      expect(vm.ssh(bed.key, "core", "systemctl is-enabled hello.service").trim()).toBe("enabled");
       await vm.powerOff();
     },
     BOOT_MS + 120_000,
@@ -268,7 +142,7 @@ describe("image booted with an invalid Ignition config", () => {
   it(
     "stays up, names each problem on the console and does not start the agent",
     async () => {
-      const bad = join(work, "bad.ign");
+      const bad = join(bed.work, "bad.ign");
       writeFileSync(
         bad,
         JSON.stringify({
@@ -277,7 +151,7 @@ describe("image booted with an invalid Ignition config", () => {
           passwd: { users: [{ name: "core", sshAuthorizedKeys: ["not-a-key"] }] },
         }),
       );
-      const vm = await boot("invalid", diskCopy("invalid"), bad);
+      const vm = await bed.boot("invalid", bed.diskCopy("invalid"), bad);
       await vm.waitForSerial(/provisioning FAILED: 3 problems/, BOOT_MS);
       await vm.waitForSerial(/login: /, 120_000);
       const serial = vm.serial();
@@ -298,7 +172,7 @@ describe("boot counting falls back to the other slot", () => {
     async () => {
       // Slot B: a good copy of this build, blessed (no counter). Slot A: a newer entry with one try
       // whose root hash is wrong, so the initrd cannot open /usr, reboots, and A ranks last.
-      const disk = diskCopy("fallback");
+      const disk = bed.diskCopy("fallback");
       const def = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8")) as Definition;
       const payload = join(IMAGE_DIR, "payload");
       const dd = (file: string, label: string) =>
@@ -320,19 +194,21 @@ describe("boot counting falls back to the other slot", () => {
       mtools(["mmd", "::/flotilla/b"]);
       mtools(["mcopy", join(payload, "vmlinuz"), "::/flotilla/b/vmlinuz"]);
       mtools(["mcopy", join(payload, "initrd"), "::/flotilla/b/initrd"]);
-      const entryB = join(work, "flotilla-b.conf");
+      const entryB = join(bed.work, "flotilla-b.conf");
       writeFileSync(entryB, loaderEntry(def, 1, readManifest().verity.rootHash));
       mtools(["mcopy", entryB, "::/loader/entries/flotilla-b.conf"]);
-      const entryA = join(work, "flotilla-a.conf");
+      const entryA = join(bed.work, "flotilla-a.conf");
       writeFileSync(entryA, loaderEntry({ ...def, version: "99.0.0" }, 0, "0".repeat(64)));
       mtools(["mdel", `::/loader/entries/flotilla-a+${def.bootTries}.conf`]);
       mtools(["mcopy", entryA, "::/loader/entries/flotilla-a+1.conf"]);
 
-      const vm = await boot("fallback", disk, ignition("flotilla-fallback"));
+      const vm = await bed.boot("fallback", disk, bed.ignition("flotilla-fallback"));
       await vm.waitForSerial(/flotilla: boot failed in the initrd/, BOOT_MS);
-      await vm.waitForSsh(key, "core", BOOT_MS);
-      expect(vm.ssh(key, "core", "cat /proc/cmdline")).toContain("systemd.verity_usr_data=PARTLABEL=USR-B ");
-      expect(vm.ssh(key, "core", "findmnt -n -o SOURCE /usr").trim()).toBe("/dev/mapper/usr");
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(vm.ssh(bed.key, "core", "cat /proc/cmdline")).toContain(
+        "systemd.verity_usr_data=PARTLABEL=USR-B ",
+      );
+      expect(vm.ssh(bed.key, "core", "findmnt -n -o SOURCE /usr").trim()).toBe("/dev/mapper/usr");
       await vm.powerOff();
       // The failed entry is left at zero tries: it stays ranked last until an update rewrites it.
       expect(
