@@ -222,3 +222,27 @@ function checkManifest(m: Record<string, unknown>): Manifest {
   if (m.waves !== undefined) checkWaves(m.waves, "manifest waves");
   return m as unknown as Manifest;
 }
+
+/**
+ * Compares a downloaded (`gz`, the served file) or decompressed/written (`content`) file with the
+ * manifest; throws naming the file and what differs. Size first: a truncated download says so.
+ */
+export function checkFile(
+  name: ReleaseFileName,
+  file: ReleaseFile,
+  form: "gz" | "content",
+  got: { size: number; sha256: string },
+): void {
+  const [label, size, sha256] =
+    form === "gz" ? [file.path, file.compressedSize, file.compressedSha256] : [name, file.size, file.sha256];
+  if (got.size !== size)
+    throw new UpdateError(
+      "file",
+      `file ${label}: ${got.size} bytes, the manifest says ${size} (${got.size < size ? "truncated" : "oversized"})`,
+    );
+  if (got.sha256 !== sha256)
+    throw new UpdateError(
+      "file",
+      `file ${label}: sha256 mismatch (manifest ${sha256.slice(0, 12)}…, got ${got.sha256.slice(0, 12)}…)`,
+    );
+}

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { UpdateError } from "../../agent/update/errors.js";
 import {
   canonicalBytes,
+  checkFile,
   keyId,
   type Manifest,
   parseTrustedKeys,
@@ -242,5 +243,27 @@ describe("trusted keys", () => {
     expect(verifyManifest(wire(signManifest(manifest, privatePem)), parseTrustedKeys(entries)).version).toBe(
       "0.2.0",
     );
+  });
+});
+
+describe("file checks", () => {
+  const f = manifest.files["usr.squashfs"];
+  it("accepts matching sizes and hashes, of the served .gz and of the content", () => {
+    expect(() =>
+      checkFile("usr.squashfs", f, "gz", { size: f.compressedSize, sha256: f.compressedSha256 }),
+    ).not.toThrow();
+    expect(() => checkFile("usr.squashfs", f, "content", { size: f.size, sha256: f.sha256 })).not.toThrow();
+  });
+
+  it("names the file and what differs: truncated, oversized, sha256", () => {
+    expect(() => checkFile("usr.squashfs", f, "gz", { size: 10, sha256: f.compressedSha256 })).toThrow(
+      "file usr.squashfs.gz: 10 bytes, the manifest says 500 (truncated)",
+    );
+    expect(() => checkFile("usr.squashfs", f, "content", { size: 1001, sha256: f.sha256 })).toThrow(
+      "file usr.squashfs: 1001 bytes, the manifest says 1000 (oversized)",
+    );
+    const e = errorOf(() => checkFile("usr.squashfs", f, "content", { size: 1000, sha256: "0".repeat(64) }));
+    expect(e.code).toBe("file");
+    expect(e.message).toBe("file usr.squashfs: sha256 mismatch (manifest 111111111111…, got 000000000000…)");
   });
 });
