@@ -5,7 +5,7 @@
 //                [--version V] [--waves 10:0,50:1h,100:2h]
 
 import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -153,7 +153,6 @@ export interface MakeOptions {
   out: string;
   version?: string;
   waves?: string;
-  now?: Date;
   log?: Log;
 }
 
@@ -183,12 +182,7 @@ export async function makeRelease(
 
   const channelDir = resolve(o.out, o.channel);
   const dir = join(channelDir, version);
-  if (
-    await stat(dir).then(
-      () => true,
-      () => false,
-    )
-  )
+  if (existsSync(dir))
     throw new UpdateError(
       "release",
       `${dir} exists: a published version is never rewritten (clients resume downloads of it)`,
@@ -211,7 +205,7 @@ export async function makeRelease(
       name: "flotilla",
       version,
       channel: o.channel,
-      publishedAt: (o.now ?? new Date()).toISOString(),
+      publishedAt: new Date().toISOString(),
       kernelVersion: payload.kernelVersion,
       verity: payload.verity,
       cmdline: payload.cmdline,
