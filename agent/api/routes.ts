@@ -13,9 +13,31 @@ export type Route =
         | "patchMachines"
         | "discovery"
         | "health"
-        | "listServices";
+        | "listServices"
+        | "getUpdates"
+        | "checkUpdates";
     }
-  | { kind: "getUnit" | "putUnit" | "deleteUnit" | "getState" | "unitStatus" | "unitJournal"; name: string };
+  | { kind: "getUnit" | "putUnit" | "deleteUnit" | "getState" | "unitStatus" | "unitJournal"; name: string }
+  | { kind: "putUpdateGroup"; group: string }
+  | { kind: "releaseHolder"; group: string; holder: string }
+  | { kind: "clearBadVersion"; version: string };
+
+/** FleetLock's endpoints (os-updates.md §3), relative to the agent's base URL as Zincati's base_url. */
+export const FLEETLOCK_PATHS = {
+  "/v1/pre-reboot": "pre-reboot",
+  "/v1/steady-state": "steady-state",
+} as const;
+export type FleetLockOp = (typeof FLEETLOCK_PATHS)[keyof typeof FLEETLOCK_PATHS];
+
+/**
+ * The FleetLock operation at `path`, if it is one. FleetLock answers in its own error shape
+ * (`{kind, value}`), so the server asks this before fleet's routing.
+ */
+export function fleetLockOp(path: string): FleetLockOp | undefined {
+  return Object.hasOwn(FLEETLOCK_PATHS, path)
+    ? FLEETLOCK_PATHS[path as keyof typeof FLEETLOCK_PATHS]
+    : undefined;
+}
 
 const FLEET_PREFIXES = [API_PREFIX, LEGACY_API_PREFIX];
 
@@ -79,6 +101,18 @@ function flotillaRoute(method: string, segs: string[]): Route {
   if (resource === "units" && name && extra.length === 0) {
     if (action === "status") return only(method, ["GET"], { kind: "unitStatus", name });
     if (action === "journal") return only(method, ["GET"], { kind: "unitJournal", name });
+  }
+  if (resource === "updates") {
+    if (name === undefined) return only(method, ["GET"], { kind: "getUpdates" });
+    if (name === "check" && action === undefined) return only(method, ["POST"], { kind: "checkUpdates" });
+    if (name === "bad" && action && extra.length === 0)
+      return only(method, ["DELETE"], { kind: "clearBadVersion", version: action });
+  }
+  if (resource === "update-groups" && name) {
+    if (action === undefined) return only(method, ["PUT"], { kind: "putUpdateGroup", group: name });
+    const [holder, ...more] = extra;
+    if (action === "holders" && holder && more.length === 0)
+      return only(method, ["DELETE"], { kind: "releaseHolder", group: name, holder });
   }
   throw notFound();
 }

@@ -2,6 +2,8 @@
 // server (agent/api) and the client (fleetctl). Keys are omitted from JSON when empty.
 // Flotilla adds optional fields (marked) that fleet's own clients ignore.
 
+import type { BadVersion, GroupConfig, HolderRecord, UpdateStatus } from "../update/records.js";
+
 export const API_PREFIX = "/fleet/v1";
 export const LEGACY_API_PREFIX = "/v1-alpha";
 /** Flotilla's agent-to-agent and fleetctl extensions (status, journal); not part of fleet. */
@@ -92,4 +94,33 @@ export interface WireService {
 /** Flotilla extension: GET /flotilla/v1/services[?service=NAME], sorted by service, machine, unit. */
 export interface WireServiceList {
   services: WireService[];
+}
+
+/** Flotilla extension: one machine in GET /flotilla/v1/updates. */
+export interface WireUpdateMachine {
+  machineID: string;
+  primaryIP?: string;
+  /** False for a machine that left (or is rebooting) but whose status record remains. */
+  inCluster: boolean;
+  /** Absent until the machine's updater has written one. */
+  status?: UpdateStatus;
+}
+
+/** Flotilla extension: a reboot group, its config and its lock holders. */
+export interface WireUpdateGroup extends GroupConfig {
+  name: string;
+  holders: HolderRecord[];
+}
+
+/** Flotilla extension: GET /flotilla/v1/updates, sorted by machine ID, group name and version. */
+export interface WireUpdates {
+  machines: WireUpdateMachine[];
+  groups: WireUpdateGroup[];
+  bad: BadVersion[];
+}
+
+/** Flotilla extension: POST /flotilla/v1/updates/check answer; `target` is a machine ID or "all". */
+export interface WireUpdateCheck {
+  target: string;
+  nonce: string;
 }

@@ -14,17 +14,35 @@ import net from "node:net";
 import { pipeline } from "node:stream/promises";
 import type { Logger } from "../log.js";
 import type { Registry } from "../registry/registry.js";
+import type { RebootLock } from "../update/lock.js";
+import type { UpdateStore } from "../update/store.js";
 import { SystemdCommands, type UnitCommands } from "./commands.js";
 import discovery from "./discovery.json" with { type: "json" };
 import { ApiError, classifyError, ETCD_UNAVAILABLE, errorBody } from "./errors.js";
+import {
+  checkFleetLockHead,
+  FLEETLOCK_HEADER,
+  FleetLockError,
+  fleetLockError,
+  parseFleetLockBody,
+  runFleetLock,
+} from "./fleetlock.js";
 import { commandTarget, PROXIED_BY_HEADER, parseCommandQuery, proxyGet } from "./flotilla.js";
 import { goJSON, parseJSONBody } from "./json.js";
 import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitState } from "./machines.js";
 import { pageTokenFromQuery, paginate } from "./pagination.js";
-import { resolveRoute, splitTarget } from "./routes.js";
+import { type FleetLockOp, fleetLockOp, resolveRoute, splitTarget } from "./routes.js";
 import { DEFAULT_PAGE_SIZE, EXT_PREFIX } from "./schema.js";
 import { listServices, type ServiceSource } from "./services.js";
 import { checkUnitPut, decideUnitPut, indexStates, omitEmpty, parseUnitBody, toWireUnit } from "./units.js";
+import {
+  checkGroupName,
+  checkHolderId,
+  checkTarget,
+  parseGroupChange,
+  toWireGroup,
+  toWireUpdates,
+} from "./updates.js";
 
 /** Request bodies beyond this are refused with 413. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -55,6 +73,8 @@ export interface ApiDeps {
   maxBodyBytes?: number;
   /** The agent's watch-fed service records (GET /flotilla/v1/services); absent: 503. */
   services?: ServiceSource;
+  /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
+  updates?: { lock: RebootLock; store: UpdateStore };
 }
 
 export interface ListenOptions {
@@ -180,6 +200,79 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       case "unitStatus":
       case "unitJournal":
         return unitCommand(req, res, route.kind, route.name, query);
+      case "getUpdates": {
+        const { store } = updatesOrFail();
+        const [overview, machines] = await Promise.all([store.overview(), registry.listMachines()]);
+        return sendJSON(res, 200, toWireUpdates(overview, machines));
+      }
+      case "checkUpdates": {
+        const { store } = updatesOrFail();
+        requireJSON(req, false);
+        const text = await readBody(req, maxBodyBytes);
+        const body = text.trim() === "" ? undefined : parseJSONBody(text);
+        const [overview, machines] = await Promise.all([store.overview(), registry.listMachines()]);
+        const known = new Set([...machines.map((m) => m.id), ...overview.statuses.map((s) => s.machineId)]);
+        const target = checkTarget(body, known);
+        const { nonce } = await store.requestCheck(target);
+        log.info({ target, nonce }, "update check requested");
+        return sendJSON(res, 200, { target, nonce });
+      }
+      case "putUpdateGroup": {
+        const { store, lock } = updatesOrFail();
+        checkGroupName(route.group);
+        requireJSON(req, true);
+        const change = parseGroupChange(parseJSONBody(await readBody(req, maxBodyBytes)));
+        const config = await store.changeGroupConfig(route.group, change);
+        log.info({ group: route.group, change, config }, "update group changed");
+        const { holders } = await lock.view(route.group);
+        return sendJSON(res, 200, toWireGroup(route.group, config, holders));
+      }
+      case "releaseHolder": {
+        const { lock } = updatesOrFail();
+        checkGroupName(route.group);
+        checkHolderId(route.holder);
+        if (!(await lock.release(route.group, route.holder))) {
+          throw new ApiError(404, `group ${route.group} has no lock holder ${route.holder}`);
+        }
+        log.info({ group: route.group, holder: route.holder }, "reboot lock released by the API");
+        return sendEmpty(res, 204);
+      }
+      case "clearBadVersion": {
+        const { store } = updatesOrFail();
+        if (!(await store.clearBad(route.version))) {
+          throw new ApiError(404, `version ${route.version} is not marked bad`);
+        }
+        log.info({ version: route.version }, "bad version cleared");
+        return sendEmpty(res, 204);
+      }
+    }
+  }
+
+  function updatesOrFail(): NonNullable<ApiDeps["updates"]> {
+    if (!deps.updates) throw new ApiError(503, "the updater is not running on this agent");
+    return deps.updates;
+  }
+
+  /** FleetLock: its own checks and `{kind, value}` errors; 200 with an empty body on success. */
+  async function fleetLock(req: IncomingMessage, res: ServerResponse, op: FleetLockOp) {
+    try {
+      checkFleetLockHead(req.method ?? "", req.headers[FLEETLOCK_HEADER]);
+      const params = parseFleetLockBody(await readBody(req, maxBodyBytes));
+      if (!deps.isReady()) throw new FleetLockError(503, "etcd_unavailable", ETCD_UNAVAILABLE);
+      if (!deps.updates) {
+        throw new FleetLockError(503, "lock_unavailable", "the reboot lock is not running on this agent");
+      }
+      await runFleetLock(op, params, deps.updates.lock);
+      log.info({ op, ...params }, "FleetLock");
+      res.writeHead(200, { "Content-Length": 0 });
+      res.end();
+    } catch (err) {
+      const { status, body, headers, internal } = fleetLockError(err);
+      if (internal) log.error({ err, url: req.url }, "FleetLock request failed");
+      // A client that sent a body we did not read would otherwise see its request cut off.
+      if (!req.complete) req.resume();
+      for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+      sendJSON(res, status, body);
     }
   }
 
@@ -227,7 +320,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     const started = Date.now();
     res.setHeader("Server", serverHeader);
     const { path, query } = splitTarget(req.url ?? "/");
-    dispatch(req, res, path, query)
+    const op = fleetLockOp(path);
+    (op ? fleetLock(req, res, op) : dispatch(req, res, path, query))
       .catch((err: unknown) => {
         const { status, message, headers, internal } = classifyError(err);
         if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");

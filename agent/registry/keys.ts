@@ -100,6 +100,58 @@ export class Keys {
     return `${this.prefix}engine/leader`;
   }
 
+  /**
+   * `update/…`: the A/B updater's cluster state (docs/updates.md). Group and holder IDs never
+   * contain "/" where a key is parsed back: groups match `^[a-zA-Z0-9.-]+$`, and holder records
+   * carry their own ID in the value.
+   */
+  updates(): string {
+    return `${this.prefix}update/`;
+  }
+  /** `update/groups/<group>/` → everything about one reboot group, read in one range. */
+  updateGroups(): string {
+    return `${this.updates()}groups/`;
+  }
+  updateGroup(group: string): string {
+    return `${this.updateGroups()}${group}/`;
+  }
+  /** `update/groups/<group>/config` → GroupConfig; persistent, written through the API. */
+  updateGroupConfig(group: string): string {
+    return `${this.updateGroup(group)}config`;
+  }
+  /** `update/groups/<group>/seq` → counter bumped by every acquisition, the semaphore's guard. */
+  updateGroupSeq(group: string): string {
+    return `${this.updateGroup(group)}seq`;
+  }
+  /** `update/groups/<group>/holders/<holderId>` → HolderRecord under the holder's own lease. */
+  updateHolders(group: string): string {
+    return `${this.updateGroup(group)}holders/`;
+  }
+  updateHolder(group: string, holderId: string): string {
+    return `${this.updateHolders(group)}${holderId}`;
+  }
+  /** `update/bad/<version>` → BadVersion; persistent until cleared. */
+  updateBadVersions(): string {
+    return `${this.updates()}bad/`;
+  }
+  updateBadVersion(version: string): string {
+    return `${this.updateBadVersions()}${version}`;
+  }
+  /** `update/status/<machineID>` → UpdateStatus; persistent, so it survives the reboot. */
+  updateStatuses(): string {
+    return `${this.updates()}status/`;
+  }
+  updateStatus(machineID: string): string {
+    return `${this.updateStatuses()}${machineID}`;
+  }
+  /** `update/check/<machineID|all>` → CheckRequest: a nonce the updaters watch for "check now". */
+  updateChecks(): string {
+    return `${this.updates()}check/`;
+  }
+  updateCheck(target: string): string {
+    return `${this.updateChecks()}${target}`;
+  }
+
   /** Which family a key belongs to, and the part of the key after the family's prefix. */
   classify(key: string): { family: KeyFamily; rest: string } | undefined {
     for (const [family, prefix] of this.families) {
