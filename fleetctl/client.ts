@@ -17,8 +17,12 @@ import {
   type WireUnitPage,
   type WireUnitState,
   type WireUnitStatePage,
+  type WireUpdateCheck,
+  type WireUpdateGroup,
+  type WireUpdates,
 } from "../agent/api/schema.js";
 import type { DesiredState } from "../agent/model.js";
+import type { GroupConfigChange } from "../agent/update/records.js";
 import type { Endpoint } from "./endpoint.js";
 
 /** An HTTP error answer, printed like fleet's generated client (`googleapi: Error 404: …`). */
@@ -67,6 +71,16 @@ export interface FleetApi {
   unitJournal(name: string, opts: JournalOptions): Promise<WireCommandOutput | undefined>;
   /** Streams the followed journal to `sink` until the server ends it; false when the unit is unknown. */
   followJournal(name: string, opts: JournalOptions, sink: (chunk: string) => void): Promise<boolean>;
+  /** Flotilla: every machine's update status, the reboot groups and the bad versions. */
+  updates(): Promise<WireUpdates>;
+  /** Flotilla: asks one machine, or all when none is given, to check for an update now. */
+  checkUpdates(machineID?: string): Promise<WireUpdateCheck>;
+  /** Flotilla: changes the given fields of a reboot group's config. */
+  changeUpdateGroup(group: string, change: GroupConfigChange): Promise<WireUpdateGroup>;
+  /** Flotilla: frees a holder's reboot slot; false when it held none. */
+  releaseHolder(group: string, holder: string): Promise<boolean>;
+  /** Flotilla: lets a version be installed again; false when it was not marked bad. */
+  clearBadVersion(version: string): Promise<boolean>;
   close(): void;
 }
 
@@ -168,6 +182,42 @@ export class HttpFleetApi implements FleetApi {
       res.on("error", (err) => reject(this.transportError("GET", path, err)));
     });
     return true;
+  }
+
+  async updates(): Promise<WireUpdates> {
+    const path = `${EXT_PREFIX}/updates`;
+    return parseJson<WireUpdates>(await this.call("GET", path), path);
+  }
+
+  async checkUpdates(machineID?: string): Promise<WireUpdateCheck> {
+    const path = `${EXT_PREFIX}/updates/check`;
+    const body = JSON.stringify(machineID === undefined ? {} : { machineID });
+    return parseJson<WireUpdateCheck>(await this.call("POST", path, body), path);
+  }
+
+  async changeUpdateGroup(group: string, change: GroupConfigChange): Promise<WireUpdateGroup> {
+    const path = `${EXT_PREFIX}/update-groups/${encodeURIComponent(group)}`;
+    return parseJson<WireUpdateGroup>(await this.call("PUT", path, JSON.stringify(change)), path);
+  }
+
+  releaseHolder(group: string, holder: string): Promise<boolean> {
+    return this.deleteOptional(
+      `${EXT_PREFIX}/update-groups/${encodeURIComponent(group)}/holders/${encodeURIComponent(holder)}`,
+    );
+  }
+
+  clearBadVersion(version: string): Promise<boolean> {
+    return this.deleteOptional(`${EXT_PREFIX}/updates/bad/${encodeURIComponent(version)}`);
+  }
+
+  private async deleteOptional(path: string): Promise<boolean> {
+    try {
+      await this.call("DELETE", path);
+      return true;
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 404) return false;
+      throw err;
+    }
   }
 
   /** GET every page, following nextPageToken until there is none (fleet's client/http.go). */

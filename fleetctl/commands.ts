@@ -7,11 +7,15 @@ import type {
   WireService,
   WireUnit,
   WireUnitState,
+  WireUpdates,
 } from "../agent/api/schema.js";
 import type { CurrentState, DesiredState } from "../agent/model.js";
 import { mangleUnitName, serializeUnit } from "../agent/unit/index.js";
+import type { GroupConfigChange, UpdateStatus } from "../agent/update/records.js";
 import type { CommandContext } from "./context.js";
 import {
+  BAD_VERSION_COLUMNS,
+  BAD_VERSION_FIELDS,
   compareStrings,
   type FieldContext,
   isGlobalUnit,
@@ -21,6 +25,11 @@ import {
   LIST_UNITS_FIELDS,
   parseFields,
   renderTable,
+  UPDATE_GROUP_COLUMNS,
+  UPDATE_GROUP_FIELDS,
+  UPDATE_MACHINE_FIELDS,
+  UPDATE_STATUS_COLUMNS,
+  UPDATE_STATUS_FIELDS,
 } from "./format.js";
 import { type CreatingCommand, errorText, lazyCreateUnits, waitAndReport } from "./units.js";
 import { pollUntil, type WaitBudget, waitForSystemdActive } from "./wait.js";
@@ -371,18 +380,181 @@ const listMachines: Command = async (ctx, _args, flags) => {
     ctx.err("  connection cannot be established to any etcd servers");
     return 1;
   }
+  // Only the Flotilla fields cost a second request, so fleet's default output asks exactly as fleet did.
+  const statuses = new Map<string, UpdateStatus>();
+  if (cols.some((c) => UPDATE_MACHINE_FIELDS.includes(c))) {
+    try {
+      for (const m of (await ctx.api.updates()).machines) if (m.status) statuses.set(m.machineID, m.status);
+    } catch (err) {
+      ctx.err(`Error retrieving update status: ${errorText(err)}`);
+      return 1;
+    }
+  }
   const sorted = [...machines].sort((a, b) => compareStrings(a.id, b.id));
   ctx.write(
     renderTable(
       cols,
       sorted,
       LIST_MACHINES_FIELDS,
-      fieldContext(flags, [], new Map()),
+      { ...fieldContext(flags, [], new Map()), update: (id) => statuses.get(id) },
       flags.bool("no-legend"),
     ),
   );
   return 0;
 };
+
+/**
+ * Machines' OS version, slot, update state, last check and last rollback; then, unless
+ * --no-legend (which keeps the output one table for scripts), the reboot groups and bad versions.
+ */
+const updateStatus: Command = async (ctx, args, flags) => {
+  if (args.length > 0) {
+    ctx.err("update-status takes no arguments");
+    return 1;
+  }
+  let updates: WireUpdates;
+  try {
+    updates = await ctx.api.updates();
+  } catch (err) {
+    ctx.err(`Error retrieving update status: ${errorText(err)}`);
+    return 1;
+  }
+  const fc = fieldContext(flags, [], new Map());
+  const noLegend = flags.bool("no-legend");
+  ctx.write(renderTable(UPDATE_STATUS_COLUMNS, updates.machines, UPDATE_STATUS_FIELDS, fc, noLegend));
+  if (noLegend) return 0;
+  ctx.write(`\n${renderTable(UPDATE_GROUP_COLUMNS, updates.groups, UPDATE_GROUP_FIELDS, fc, false)}`);
+  if (updates.bad.length > 0) {
+    ctx.write(`\n${renderTable(BAD_VERSION_COLUMNS, updates.bad, BAD_VERSION_FIELDS, fc, false)}`);
+  }
+  return 0;
+};
+
+export const UPDATE_USAGE = [
+  "fleetctl update check [MACHINE]",
+  "fleetctl update pause GROUP",
+  "fleetctl update resume GROUP",
+  "fleetctl update lock-size GROUP N",
+  "fleetctl update release GROUP HOLDER",
+  "fleetctl update clear-bad VERSION",
+];
+
+/** `fleetctl update <action> …`: one command with actions, as `fleetctl update --help` lists. */
+const update: Command = async (ctx, args) => {
+  const [action, ...rest] = args;
+  const usage = (line: string): number => {
+    ctx.err(`Usage: ${line}`);
+    return 1;
+  };
+  const want = (n: number, line: string): boolean => {
+    if (rest.length === n) return true;
+    usage(line);
+    return false;
+  };
+  switch (action) {
+    case "check":
+      if (rest.length > 1) return usage("fleetctl update check [MACHINE]");
+      return updateCheck(ctx, rest[0]);
+    case "pause":
+    case "resume": {
+      if (!want(1, `fleetctl update ${action} GROUP`)) return 1;
+      const group = rest[0] as string;
+      const done = await changeGroup(ctx, group, { paused: action === "pause" });
+      if (done) ctx.out(`${action === "pause" ? "Paused" : "Resumed"} updates of group ${group}`);
+      return done ? 0 : 1;
+    }
+    case "lock-size": {
+      if (!want(2, "fleetctl update lock-size GROUP N")) return 1;
+      const [group, n] = rest as [string, string];
+      if (!/^\d+$/.test(n) || Number(n) < 1) {
+        ctx.err(`Invalid lock size ${JSON.stringify(n)}: expected a whole number of at least 1`);
+        return 1;
+      }
+      const done = await changeGroup(ctx, group, { maxHolders: Number(n) });
+      if (done) ctx.out(`Group ${group}: at most ${n} machine(s) reboot at once`);
+      return done ? 0 : 1;
+    }
+    case "release": {
+      if (!want(2, "fleetctl update release GROUP HOLDER")) return 1;
+      const [group, holder] = rest as [string, string];
+      return removal(ctx, () => ctx.api.releaseHolder(group, holder), {
+        done: `Released the reboot slot of ${holder} in group ${group}`,
+        missing: `Group ${group} has no lock holder ${holder}`,
+        failed: `Error releasing ${holder} in group ${group}`,
+      });
+    }
+    case "clear-bad": {
+      if (!want(1, "fleetctl update clear-bad VERSION")) return 1;
+      const version = rest[0] as string;
+      return removal(ctx, () => ctx.api.clearBadVersion(version), {
+        done: `Version ${version} is no longer marked bad`,
+        missing: `Version ${version} is not marked bad`,
+        failed: `Error clearing bad version ${version}`,
+      });
+    }
+    default:
+      ctx.err(
+        action === undefined ? "No update action given" : `Unknown update action ${JSON.stringify(action)}`,
+      );
+      for (const line of UPDATE_USAGE) ctx.err(`  ${line}`);
+      return 1;
+  }
+};
+
+/** Asks one machine (a full ID or a unique prefix, like fleet's machine arguments) or all to check. */
+async function updateCheck(ctx: CommandContext, machine: string | undefined): Promise<number> {
+  try {
+    let target: string | undefined;
+    if (machine !== undefined) {
+      const ids = (await ctx.api.updates()).machines
+        .map((m) => m.machineID)
+        .filter((id) => id.startsWith(machine));
+      if (ids.length !== 1) {
+        ctx.err(
+          ids.length === 0
+            ? `Machine ${machine} not found`
+            : `Machine ${machine} is ambiguous: ${ids.join(", ")}`,
+        );
+        return 1;
+      }
+      target = ids[0];
+    }
+    const answer = await ctx.api.checkUpdates(target);
+    ctx.out(`Update check requested on ${answer.target === "all" ? "all machines" : answer.target}`);
+    return 0;
+  } catch (err) {
+    ctx.err(`Error requesting an update check: ${errorText(err)}`);
+    return 1;
+  }
+}
+
+async function changeGroup(ctx: CommandContext, group: string, change: GroupConfigChange): Promise<boolean> {
+  try {
+    await ctx.api.changeUpdateGroup(group, change);
+    return true;
+  } catch (err) {
+    ctx.err(`Error changing group ${group}: ${errorText(err)}`);
+    return false;
+  }
+}
+
+async function removal(
+  ctx: CommandContext,
+  remove: () => Promise<boolean>,
+  text: { done: string; missing: string; failed: string },
+): Promise<number> {
+  try {
+    if (!(await remove())) {
+      ctx.err(text.missing);
+      return 1;
+    }
+  } catch (err) {
+    ctx.err(`${text.failed}: ${errorText(err)}`);
+    return 1;
+  }
+  ctx.out(text.done);
+  return 0;
+}
 
 /** How often `list-services --watch` polls. */
 export const WATCH_INTERVAL_MS = 1000;
@@ -570,6 +742,8 @@ export const API_COMMANDS: Record<string, Command> = {
   "list-unit-files": listUnitFiles,
   "list-machines": listMachines,
   "list-services": listServices,
+  "update-status": updateStatus,
+  update,
   cat,
   status,
   journal,

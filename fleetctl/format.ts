@@ -8,8 +8,12 @@ import type {
   WireUnit,
   WireUnitOption,
   WireUnitState,
+  WireUpdateGroup,
+  WireUpdateMachine,
 } from "../agent/api/schema.js";
 import { parseRequirements, unitHash } from "../agent/unit/index.js";
+import type { BadVersion, UpdateStatus } from "../agent/update/records.js";
+import type { RebootWindow } from "../agent/update/window.js";
 import { tabwrite } from "./tabwriter.js";
 
 /** `113f16a7...`, or the full ID with --full (fleet's machineIDLegend). */
@@ -59,6 +63,8 @@ export interface FieldContext {
   machine(id: string): WireMachine | undefined;
   /** WireUnit.reason by unit name (list-units only; list-unit-files reads the unit itself). */
   reason(name: string): string | undefined;
+  /** A machine's update status (list-machines' update fields only). */
+  update?(id: string): UpdateStatus | undefined;
 }
 
 type Field<T> = (row: T, ctx: FieldContext) => string;
@@ -103,12 +109,87 @@ export const LIST_UNIT_FILES_FIELDS: Record<string, Field<WireUnit>> = {
 };
 export const DEFAULT_LIST_UNIT_FILES_FIELDS = "unit,hash,dstate,state,target";
 
+/** The update status cells shared by list-machines and update-status; "-" when unknown. */
+const STATUS_CELLS: Record<"os" | "slot" | "state" | "checked" | "rollback", (s: UpdateStatus) => string> = {
+  os: (s) => dash(s.version),
+  slot: (s) => dash(s.slot),
+  state: formatUpdateState,
+  checked: (s) => formatTime(s.lastCheck),
+  rollback: (s) => (s.lastRollback ? `${s.lastRollback.version}: ${oneLine(s.lastRollback.reason)}` : "-"),
+};
+
+/** `downloading 42%` while bytes are moving, else the state with its detail (one line). */
+export function formatUpdateState(s: UpdateStatus): string {
+  const p = s.progress;
+  if (p && p.total > 0 && p.bytes < p.total) return `${s.state} ${Math.floor((p.bytes / p.total) * 100)}%`;
+  return s.detail ? `${s.state} (${oneLine(s.detail)})` : s.state;
+}
+
+/** RFC 3339 in UTC to the second: the same on every client, and sortable. */
+export function formatTime(iso: string | undefined): string {
+  if (!iso) return "-";
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : `${d.toISOString().slice(0, 19)}Z`;
+}
+
+function statusField(cell: keyof typeof STATUS_CELLS): Field<WireMachine> {
+  return (m, ctx) => {
+    const s = ctx.update?.(m.id);
+    return s ? STATUS_CELLS[cell](s) : "-";
+  };
+}
+
 export const LIST_MACHINES_FIELDS: Record<string, Field<WireMachine>> = {
   machine: (m, ctx) => machineIDLegend(m.id, ctx.full),
   ip: (m) => dash(m.primaryIP),
   metadata: (m) => (m.metadata && Object.keys(m.metadata).length > 0 ? formatMetadata(m.metadata) : "-"),
+  os: statusField("os"),
+  slot: statusField("slot"),
+  update: statusField("state"),
+  checked: statusField("checked"),
+  rollback: statusField("rollback"),
 };
 export const DEFAULT_LIST_MACHINES_FIELDS = "machine,ip,metadata";
+/** list-machines fields that need GET /flotilla/v1/updates (never the default ones). */
+export const UPDATE_MACHINE_FIELDS: readonly string[] = ["os", "slot", "update", "checked", "rollback"];
+
+function updateCell(cell: keyof typeof STATUS_CELLS): Field<WireUpdateMachine> {
+  return (m) => (m.status ? STATUS_CELLS[cell](m.status) : "-");
+}
+
+export const UPDATE_STATUS_FIELDS: Record<string, Field<WireUpdateMachine>> = {
+  machine: (m, ctx) => machineIDLegend(m.machineID, ctx.full),
+  ip: (m) => dash(m.primaryIP),
+  os: updateCell("os"),
+  slot: updateCell("slot"),
+  state: updateCell("state"),
+  checked: updateCell("checked"),
+  rollback: updateCell("rollback"),
+};
+export const UPDATE_STATUS_COLUMNS = ["machine", "ip", "os", "slot", "state", "checked", "rollback"];
+
+/** `sat,sun 02:00+120m Europe/Berlin`. */
+export function formatWindow(w: RebootWindow | undefined): string {
+  return w ? `${w.days.join(",")} ${w.start}+${w.lengthMinutes}m ${w.timeZone}` : "-";
+}
+
+export const UPDATE_GROUP_FIELDS: Record<string, Field<WireUpdateGroup>> = {
+  group: (g) => g.name,
+  strategy: (g) => g.strategy,
+  slots: (g) => `${g.holders.length}/${g.maxHolders}`,
+  paused: (g) => String(g.paused),
+  window: (g) => formatWindow(g.window),
+  holders: (g) => (g.holders.length > 0 ? g.holders.map((h) => h.holder).join(",") : "-"),
+};
+export const UPDATE_GROUP_COLUMNS = ["group", "strategy", "slots", "paused", "window", "holders"];
+
+export const BAD_VERSION_FIELDS: Record<string, Field<BadVersion>> = {
+  "bad version": (b) => b.version,
+  machine: (b, ctx) => machineIDLegend(b.machineId, ctx.full),
+  at: (b) => formatTime(b.at),
+  reason: (b) => oneLine(b.reason),
+};
+export const BAD_VERSION_COLUMNS = ["bad version", "machine", "at", "reason"];
 
 /** Docker's notation: `8080->80/tcp`, or `53/udp` when the container port is unknown. */
 export function formatPorts(ports: readonly WireServicePort[]): string {

@@ -281,6 +281,29 @@ export const COMMANDS: CommandSpec[] = [
     short: "Unschedule one or more units in the cluster.",
     flags: [blockAttempts("inactive"), noBlock("inactive")],
   },
+  {
+    name: "update",
+    use: "update {check [MACHINE] | pause GROUP | resume GROUP | lock-size GROUP N | release GROUP HOLDER | clear-bad VERSION}",
+    short:
+      "Steer OS updates: check now, pause or resume a group, lock size, stuck holders, bad versions (Flotilla)",
+    long:
+      "check asks MACHINE (a machine ID or unique prefix), or every machine, to look for an update now. " +
+      "pause and resume stop and restart a group's rollout. lock-size sets how many machines of a group " +
+      "may reboot at once. release frees the reboot slot of a stuck HOLDER (a dead holder's slot also " +
+      "frees itself when its lease expires). clear-bad lets a VERSION that a machine rolled back from " +
+      "be installed again.",
+    flags: [],
+  },
+  {
+    name: "update-status",
+    use: "update-status [-l|--full] [--no-legend]",
+    short: "Show each machine's OS version, slot and update state (Flotilla)",
+    long:
+      "Lists every machine's OS version, boot slot, update state, last check and last rollback, " +
+      "then the reboot groups (strategy, slots in use, pause, window, lock holders) and the versions " +
+      "marked bad. With --no-legend only the machines are listed, without headers.",
+    flags: [full, noLegend],
+  },
   { name: "verify", use: "verify UNIT", short: "DEPRECATED - No longer works", flags: [], local: true },
   { name: "version", use: "version", short: "Print the version and exit", flags: [], local: true },
 ];

@@ -9,8 +9,12 @@ import type {
   WireUnit,
   WireUnitOption,
   WireUnitState,
+  WireUpdateCheck,
+  WireUpdateGroup,
+  WireUpdates,
 } from "../../agent/api/schema.js";
 import type { DesiredState } from "../../agent/model.js";
+import type { GroupConfigChange } from "../../agent/update/records.js";
 import { runCli, runFleetctl } from "../../fleetctl/cli.js";
 import type { ClientOptions, FleetApi, JournalOptions } from "../../fleetctl/client.js";
 import { VERSION } from "../../fleetctl/version.js";
@@ -43,6 +47,8 @@ class FakeCluster implements FleetApi {
   failMachines = false;
   serviceList: WireService[] = [];
   failServices: string | undefined;
+  updateData: WireUpdates = { machines: [], groups: [], bad: [] };
+  failUpdates: string | undefined;
 
   add(
     name: string,
@@ -126,6 +132,36 @@ class FakeCluster implements FleetApi {
     sink("a\n");
     sink("b\n");
     return true;
+  }
+  async updates(): Promise<WireUpdates> {
+    this.calls.push("updates");
+    if (this.failUpdates !== undefined) throw new Error(this.failUpdates);
+    return this.updateData;
+  }
+  async checkUpdates(machineID?: string): Promise<WireUpdateCheck> {
+    this.calls.push(`check ${machineID ?? "all"}`);
+    return { target: machineID ?? "all", nonce: "n" };
+  }
+  async changeUpdateGroup(group: string, change: GroupConfigChange): Promise<WireUpdateGroup> {
+    this.calls.push(`group ${group} ${JSON.stringify(change)}`);
+    if (this.failUpdates !== undefined) throw new Error(this.failUpdates);
+    return {
+      name: group,
+      strategy: "etcd-lock",
+      maxHolders: 1,
+      paused: false,
+      ...change,
+      window: undefined,
+      holders: [],
+    };
+  }
+  async releaseHolder(group: string, holder: string): Promise<boolean> {
+    this.calls.push(`release ${group} ${holder}`);
+    return this.updateData.groups.some((g) => g.name === group && g.holders.some((h) => h.holder === holder));
+  }
+  async clearBadVersion(version: string): Promise<boolean> {
+    this.calls.push(`clear-bad ${version}`);
+    return this.updateData.bad.some((b) => b.version === version);
   }
   close(): void {}
 
@@ -772,5 +808,191 @@ describe("list-services", () => {
     expect(r.stderr).toBe("Error retrieving list of services: boom\n");
     expect(cluster.calls.filter((c) => c === "services")).toHaveLength(6);
     expect(now).toBe(6000);
+  });
+});
+
+describe("OS updates", () => {
+  const M2 = "5e6f7a8b000000000000000000000000";
+  const status = {
+    machineId: M1,
+    version: "1.2.0",
+    slot: "B" as const,
+    state: "idle" as const,
+    lastCheck: "2030-01-02T03:04:05.678Z",
+    lastRollback: {
+      version: "1.3.0",
+      reason: "health gate:\nweb.service failed",
+      at: "2030-01-01T00:00:00Z",
+    },
+    updatedAt: "2030-01-02T03:04:05.678Z",
+  };
+  beforeEach(() => {
+    cluster.machineList = [
+      { id: M1, primaryIP: "172.17.8.103" },
+      { id: M2, primaryIP: "172.17.8.104" },
+    ];
+    cluster.updateData = {
+      machines: [
+        { machineID: M1, primaryIP: "172.17.8.103", inCluster: true, status },
+        {
+          machineID: M2,
+          primaryIP: "172.17.8.104",
+          inCluster: true,
+          status: {
+            ...status,
+            machineId: M2,
+            version: "1.1.0",
+            slot: "A",
+            state: "downloading",
+            progress: { bytes: 42, total: 100 },
+          },
+        },
+      ],
+      groups: [
+        {
+          name: "default",
+          strategy: "etcd-lock",
+          maxHolders: 1,
+          paused: false,
+          holders: [{ holder: M2, machineId: M2, since: "2030-01-02T00:00:00Z", leaseId: "7" }],
+        },
+        {
+          name: "db",
+          strategy: "reboot",
+          maxHolders: 2,
+          paused: true,
+          window: { days: ["sat", "sun"], start: "02:00", lengthMinutes: 120, timeZone: "Europe/Berlin" },
+          holders: [],
+        },
+      ],
+      bad: [{ version: "1.3.0", reason: "health gate failed", machineId: M1, at: "2030-01-01T00:00:00Z" }],
+    };
+  });
+
+  it("list-machines keeps fleet's default output and its single request", async () => {
+    const r = await run(["list-machines"]);
+    expect(r.stdout).toBe(
+      "MACHINE\t\tIP\t\tMETADATA\n113f16a7...\t172.17.8.103\t-\n5e6f7a8b...\t172.17.8.104\t-\n",
+    );
+    expect(cluster.calls).toEqual(["machines"]);
+  });
+
+  it("list-machines shows the update fields on request", async () => {
+    const r = await run(["list-machines", "--no-legend", "--fields=machine,os,slot,update,checked,rollback"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      "113f16a7...\t1.2.0\tB\tidle\t\t2030-01-02T03:04:05Z\t1.3.0: health gate: web.service failed\n" +
+        "5e6f7a8b...\t1.1.0\tA\tdownloading 42%\t2030-01-02T03:04:05Z\t1.3.0: health gate: web.service failed\n",
+    );
+    cluster.failUpdates = "googleapi: Error 503: the updater is not running on this agent";
+    expect(await run(["list-machines", "--fields=machine,os"])).toMatchObject({
+      code: 1,
+      stderr:
+        "Error retrieving update status: googleapi: Error 503: the updater is not running on this agent\n",
+    });
+  });
+
+  it("update-status prints machines, then groups and bad versions", async () => {
+    const r = await run(["update-status"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toBe(
+      "MACHINE\t\tIP\t\tOS\tSLOT\tSTATE\t\tCHECKED\t\t\tROLLBACK\n" +
+        "113f16a7...\t172.17.8.103\t1.2.0\tB\tidle\t\t2030-01-02T03:04:05Z\t1.3.0: health gate: web.service failed\n" +
+        "5e6f7a8b...\t172.17.8.104\t1.1.0\tA\tdownloading 42%\t2030-01-02T03:04:05Z\t1.3.0: health gate: web.service failed\n" +
+        "\n" +
+        "GROUP\tSTRATEGY\tSLOTS\tPAUSED\tWINDOW\t\t\t\t\tHOLDERS\n" +
+        `default\tetcd-lock\t1/1\tfalse\t-\t\t\t\t\t${M2}\n` +
+        "db\treboot\t\t0/2\ttrue\tsat,sun 02:00+120m Europe/Berlin\t-\n" +
+        "\n" +
+        "BAD VERSION\tMACHINE\t\tAT\t\t\tREASON\n" +
+        "1.3.0\t\t113f16a7...\t2030-01-01T00:00:00Z\thealth gate failed\n",
+    );
+  });
+
+  it("update-status --no-legend --full prints only the machines, full IDs, no header", async () => {
+    cluster.updateData.machines = [{ machineID: M2, inCluster: false }];
+    const r = await run(["update-status", "--no-legend", "--full"]);
+    expect(r.stdout).toBe(`${M2}\t-\t-\t-\t-\t-\t-\n`);
+    cluster.failUpdates = "boom";
+    expect(await run(["update-status"])).toMatchObject({
+      code: 1,
+      stderr: "Error retrieving update status: boom\n",
+    });
+  });
+
+  it("update check asks one machine by prefix, or all", async () => {
+    expect(await run(["update", "check"])).toMatchObject({
+      code: 0,
+      stdout: "Update check requested on all machines\n",
+    });
+    expect(await run(["update", "check", "5e6f"])).toMatchObject({
+      code: 0,
+      stdout: `Update check requested on ${M2}\n`,
+    });
+    expect(cluster.calls).toContain(`check ${M2}`);
+    expect(await run(["update", "check", "99"])).toMatchObject({ code: 1, stderr: "Machine 99 not found\n" });
+    cluster.updateData.machines.push({ machineID: `${M2.slice(0, 4)}ffff${M2.slice(8)}`, inCluster: false });
+    expect((await run(["update", "check", "5e6f"])).stderr).toMatch(/^Machine 5e6f is ambiguous: /);
+  });
+
+  it("update pause, resume and lock-size change only their field", async () => {
+    expect(await run(["update", "pause", "db"])).toMatchObject({
+      code: 0,
+      stdout: "Paused updates of group db\n",
+    });
+    expect(await run(["update", "resume", "db"])).toMatchObject({
+      code: 0,
+      stdout: "Resumed updates of group db\n",
+    });
+    expect(await run(["update", "lock-size", "db", "3"])).toMatchObject({
+      code: 0,
+      stdout: "Group db: at most 3 machine(s) reboot at once\n",
+    });
+    expect(cluster.calls.filter((c) => c.startsWith("group"))).toEqual([
+      'group db {"paused":true}',
+      'group db {"paused":false}',
+      'group db {"maxHolders":3}',
+    ]);
+    expect(await run(["update", "lock-size", "db", "0"])).toMatchObject({
+      code: 1,
+      stderr: 'Invalid lock size "0": expected a whole number of at least 1\n',
+    });
+    cluster.failUpdates = 'googleapi: Error 400: invalid group: "a_b" must match ^[a-zA-Z0-9.-]+$';
+    expect(await run(["update", "pause", "a_b"])).toMatchObject({
+      code: 1,
+      stderr:
+        'Error changing group a_b: googleapi: Error 400: invalid group: "a_b" must match ^[a-zA-Z0-9.-]+$\n',
+    });
+  });
+
+  it("update release and clear-bad report what they did, or that there was nothing", async () => {
+    expect(await run(["update", "release", "default", M2])).toMatchObject({
+      code: 0,
+      stdout: `Released the reboot slot of ${M2} in group default\n`,
+    });
+    expect(await run(["update", "release", "db", "x"])).toMatchObject({
+      code: 1,
+      stderr: "Group db has no lock holder x\n",
+    });
+    expect(await run(["update", "clear-bad", "1.3.0"])).toMatchObject({
+      code: 0,
+      stdout: "Version 1.3.0 is no longer marked bad\n",
+    });
+    expect(await run(["update", "clear-bad", "9.9.9"])).toMatchObject({
+      code: 1,
+      stderr: "Version 9.9.9 is not marked bad\n",
+    });
+  });
+
+  it("update explains missing arguments and unknown actions", async () => {
+    expect(await run(["update", "release", "db"])).toMatchObject({
+      code: 1,
+      stderr: "Usage: fleetctl update release GROUP HOLDER\n",
+    });
+    const r = await run(["update", "reboot"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^Unknown update action "reboot"\n {2}fleetctl update check \[MACHINE\]\n/);
+    expect((await run(["update"])).stderr).toMatch(/^No update action given\n/);
+    expect((await run(["help", "update"])).stdout).toMatch(/fleetctl update - Steer OS updates/);
   });
 });

@@ -173,6 +173,6 @@ describe("--fields", () => {
     expect(fieldKeys(LIST_UNIT_FILES_FIELDS)).toBe(
       "desc,dstate,global,hash,reason,state,target,tmachine,unit",
     );
-    expect(fieldKeys(LIST_MACHINES_FIELDS)).toBe("ip,machine,metadata");
+    expect(fieldKeys(LIST_MACHINES_FIELDS)).toBe("checked,ip,machine,metadata,os,rollback,slot,update");
   });
 });
