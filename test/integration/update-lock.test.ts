@@ -17,6 +17,7 @@ import { Keys } from "../../agent/registry/keys.js";
 import { RebootLock } from "../../agent/update/lock.js";
 import type { UpdateStatus } from "../../agent/update/records.js";
 import { UpdateStore } from "../../agent/update/store.js";
+import { runFleetctl } from "../../fleetctl/cli.js";
 import { type Etcd, startEtcd } from "../harness/index.js";
 
 const M1 = "1".repeat(32);
@@ -376,5 +377,49 @@ describe("the Flotilla update routes", () => {
     expect(res.status).toBe(404);
     res = await request("GET", "/flotilla/v1/updates/check");
     expect(res.status).toBe(405);
+  });
+});
+
+describe("fleetctl against the real API", () => {
+  async function fleetctl(...args: string[]) {
+    let stdout = "";
+    let stderr = "";
+    const code = await runFleetctl([`--endpoint=${base}`, ...args], {
+      stdout: { write: (c: string) => (stdout += c) },
+      stderr: { write: (c: string) => (stderr += c) },
+      env: {},
+      cwd: process.cwd(),
+    });
+    return { code, stdout, stderr };
+  }
+
+  it("pauses, sizes and releases through the API, and shows it in update-status", async () => {
+    expect(await fleetctl("update", "lock-size", "cli", "2")).toMatchObject({ code: 0 });
+    expect(await fleetctl("update", "pause", "cli")).toMatchObject({ code: 0 });
+    expect(await store.groupConfig("cli")).toEqual({ strategy: "etcd-lock", maxHolders: 2, paused: true });
+    expect(await fleetctl("update", "resume", "cli")).toMatchObject({ code: 0 });
+    await lock.acquire("cli", "stuck-node");
+    const status = await fleetctl("update-status");
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toMatch(/^cli\t+etcd-lock\t+1\/2\t+false\t+-\t+stuck-node$/m);
+    expect(status.stdout).toMatch(/^22222222\.\.\.\t+10\.0\.0\.2\t+1\.2\.0\t+B\t+idle\t/m);
+    expect(await fleetctl("update", "release", "cli", "stuck-node")).toMatchObject({
+      code: 0,
+      stdout: "Released the reboot slot of stuck-node in group cli\n",
+    });
+    expect(await fleetctl("update", "release", "cli", "stuck-node")).toMatchObject({ code: 1 });
+    expect(await fleetctl("update", "pause", "no_such")).toMatchObject({
+      code: 1,
+      stderr:
+        'Error changing group no_such: googleapi: Error 400: invalid group: "no_such" must match ^[a-zA-Z0-9.-]+$\n',
+    });
+    expect(await fleetctl("update", "check", "2222")).toMatchObject({
+      code: 0,
+      stdout: `Update check requested on ${M2}\n`,
+    });
+    const machines = await fleetctl("list-machines", "--no-legend", "--fields=machine,os,slot,rollback");
+    expect(machines.stdout).toBe(
+      "11111111...\t-\t-\t-\n22222222...\t1.2.0\tB\t1.3.0: health gate: web.service failed\n",
+    );
   });
 });
