@@ -3,6 +3,7 @@
 
 import { readFileSync } from "node:fs";
 import { validateRegistryLocation } from "./containers/registries.js";
+import { parseVersion } from "./update/decide.js";
 
 export interface AgentConfig {
   etcdEndpoints: string[];
@@ -34,6 +35,24 @@ export interface AgentConfig {
   registryAuthFile: string;
   /** Registries podman may reach over plain HTTP (or without verifying TLS): HOST[:PORT][/NAMESPACE]. */
   insecureRegistries: string[];
+  /** The OS update channel's base URL (…/channels/stable/); "" turns the updater off. */
+  updateChannelURL: string;
+  /** Reboot group: its strategy, lock size, window and pause live in etcd (fleetctl update). */
+  updateGroup: string;
+  /** Channel poll interval; each wait is jittered so a fleet does not poll in step. */
+  updateIntervalSeconds: number;
+  /** Disk holding the A/B partitions; "" = the disk of PARTLABEL=USR-A. */
+  updateDisk: string;
+  /** Where the ESP is mounted (systemd-boot's loader entries). */
+  espDir: string;
+  /** Downloads, state.json and gate-failure.json, on ROOT (shared by both slots). */
+  stateDir: string;
+  /** TTL of the reboot lock's lease: long enough to survive a reboot and the health gate. */
+  rebootLeaseSeconds: number;
+  /** How long every health check must pass without interruption before a new slot is blessed. */
+  healthSoakSeconds: number;
+  /** Install exactly this OS version ("" = follow the channel). */
+  pinnedVersion: string;
 }
 
 export const DEFAULT_CONFIG: AgentConfig = {
@@ -54,6 +73,15 @@ export const DEFAULT_CONFIG: AgentConfig = {
   registryAuthFile: "/etc/flotilla/registry-auth.json",
   insecureRegistries: [],
   tokenLimit: 100,
+  updateChannelURL: "",
+  updateGroup: "default",
+  updateIntervalSeconds: 3600,
+  updateDisk: "",
+  espDir: "/efi",
+  stateDir: "/var/lib/flotilla/update",
+  rebootLeaseSeconds: 900,
+  healthSoakSeconds: 60,
+  pinnedVersion: "",
 };
 
 export class ConfigError extends Error {
@@ -66,7 +94,16 @@ export class ConfigError extends Error {
 type Setter = (cfg: AgentConfig, raw: string) => string | undefined;
 
 const positiveInt =
-  (key: "ttlSeconds" | "engineIntervalMs" | "agentIntervalMs" | "failureBackoffMs" | "tokenLimit"): Setter =>
+  (
+    key:
+      | "ttlSeconds"
+      | "engineIntervalMs"
+      | "agentIntervalMs"
+      | "failureBackoffMs"
+      | "tokenLimit"
+      | "updateIntervalSeconds"
+      | "rebootLeaseSeconds",
+  ): Setter =>
   (cfg, raw) => {
     const n = Number(raw);
     if (!Number.isInteger(n) || n <= 0) return `must be a positive integer, got ${JSON.stringify(raw)}`;
@@ -169,6 +206,47 @@ const SETTERS: Record<string, Setter> = {
   },
   "unit-dir": (cfg, raw) => {
     cfg.unitDir = raw;
+    return undefined;
+  },
+  "update-channel-url": (cfg, raw) => {
+    if (raw !== "" && !/^https?:\/\/[^/]+/.test(raw))
+      return `must be an http(s) URL or "", got ${JSON.stringify(raw)}`;
+    // Release paths are resolved against it: it names a directory.
+    cfg.updateChannelURL = raw === "" || raw.endsWith("/") ? raw : `${raw}/`;
+    return undefined;
+  },
+  "update-group": (cfg, raw) => {
+    // FleetLock's group syntax, so one group name works for both.
+    if (!/^[a-zA-Z0-9.-]+$/.test(raw)) return `must match [a-zA-Z0-9.-]+, got ${JSON.stringify(raw)}`;
+    cfg.updateGroup = raw;
+    return undefined;
+  },
+  "update-interval-seconds": positiveInt("updateIntervalSeconds"),
+  "update-disk": (cfg, raw) => {
+    cfg.updateDisk = raw;
+    return undefined;
+  },
+  "esp-dir": (cfg, raw) => {
+    if (!raw.startsWith("/")) return `must be an absolute path, got ${JSON.stringify(raw)}`;
+    cfg.espDir = raw;
+    return undefined;
+  },
+  "state-dir": (cfg, raw) => {
+    if (!raw.startsWith("/")) return `must be an absolute path, got ${JSON.stringify(raw)}`;
+    cfg.stateDir = raw;
+    return undefined;
+  },
+  "reboot-lease-seconds": positiveInt("rebootLeaseSeconds"),
+  "health-soak-seconds": (cfg, raw) => {
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < 0) return `must be a non-negative integer, got ${JSON.stringify(raw)}`;
+    cfg.healthSoakSeconds = n;
+    return undefined;
+  },
+  "pinned-version": (cfg, raw) => {
+    if (raw !== "" && !parseVersion(raw))
+      return `must be MAJOR.MINOR.PATCH or "", got ${JSON.stringify(raw)}`;
+    cfg.pinnedVersion = raw;
     return undefined;
   },
   "log-level": (cfg, raw) => {

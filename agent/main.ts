@@ -26,11 +26,20 @@ import { createEtcdClient } from "./registry/client.js";
 import { EtcdRegistry } from "./registry/etcd.js";
 import { Keys } from "./registry/keys.js";
 import { SystemdManager } from "./systemd/manager.js";
+import { runHealthGate } from "./update/health.js";
+import { RebootLock } from "./update/lock.js";
+import { CHECK_ALL } from "./update/records.js";
+import { UpdateStore } from "./update/store.js";
+import { systemctlReboot, Updater } from "./update/updater.js";
 import { AGENT_VERSION } from "./version.js";
 
 const DEFAULT_CONFIG_FILE = "/etc/flotilla/agent.json";
 
-async function main(argv: string[]): Promise<void> {
+async function main(args: string[]): Promise<void> {
+  // `agent.js health-gate`: the update health gate, run by flotilla-update-gate.service with the
+  // agent's own configuration.
+  const healthGate = args[0] === "health-gate";
+  const argv = healthGate ? args.slice(1) : args;
   const configFlag = argv.find((a) => a.startsWith("--config="));
   const configFile = configFlag ? configFlag.slice("--config=".length) : DEFAULT_CONFIG_FILE;
   let cfg: AgentConfig;
@@ -47,6 +56,8 @@ async function main(argv: string[]): Promise<void> {
 
   const machineID = cfg.machineID ?? readFileSync("/etc/machine-id", "utf8").trim();
   const log = createLogger(cfg.logLevel, { machine: machineID.slice(0, 8) });
+  if (healthGate)
+    process.exit(await runHealthGate({ cfg, machineID, log: log.child({ part: "health-gate" }) }));
   const apiPort = cfg.apiListen ? Number(cfg.apiListen.split(":").pop()) : undefined;
   const publicIP = cfg.publicIP ?? detectPublicIP();
   const machine: Machine = {
@@ -79,6 +90,10 @@ async function main(argv: string[]): Promise<void> {
 
   const services = new ServiceCache(keys);
   const feed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
+  const updates = {
+    lock: new RebootLock(client, keys, { leaseSeconds: cfg.rebootLeaseSeconds }),
+    store: new UpdateStore(client, keys),
+  };
 
   let ready = false;
   const api = createApiServer({
@@ -89,6 +104,7 @@ async function main(argv: string[]): Promise<void> {
     machineID,
     pageSize: cfg.tokenLimit,
     services,
+    updates,
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
   const dnsServers: DnsServer[] = [];
@@ -125,7 +141,40 @@ async function main(argv: string[]): Promise<void> {
         log.child({ part: "engine" }),
       );
 
-  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log);
+  let draining: Promise<void> | undefined;
+  // The graceful stop's first half, shared by SIGTERM and the updater before a reboot: the units
+  // stop here and the engine places them elsewhere at once instead of after a lease timeout.
+  const drain = () => {
+    draining ??= (async () => {
+      loops.stop();
+      await election.resign().catch(() => undefined);
+      await reconciler.unloadAll();
+      await membership.leave();
+    })();
+    return draining;
+  };
+  const updater = cfg.updateChannelURL
+    ? new Updater({
+        cfg,
+        machineID,
+        log: log.child({ part: "update" }),
+        records: updates.store,
+        lock: updates.lock,
+        drain,
+        reboot: async () => {
+          try {
+            await systemctlReboot();
+          } catch (err) {
+            // Drained and out of the cluster with no reboot coming: a restart rejoins cleanly.
+            log.fatal({ err: String(err) }, "reboot failed; exiting so systemd restarts the agent");
+            process.exit(1);
+          }
+        },
+      })
+    : undefined;
+  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log, (target) => {
+    if (target === machineID || target === CHECK_ALL) updater?.trigger("check requested");
+  });
   membership.on("rejoined", () => {
     void reconciler.republish().then(() => reconciler.trigger("rejoined the cluster"));
   });
@@ -133,16 +182,15 @@ async function main(argv: string[]): Promise<void> {
   ready = true;
   notifyReady(log);
   log.info("ready");
+  updater?.start();
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, "stopping: unloading units and leaving the cluster");
-    loops.stop();
-    await election.resign().catch(() => undefined);
-    await reconciler.unloadAll();
-    await membership.leave();
+    await updater?.stop();
+    await drain();
     await api.close();
     for (const d of dnsServers) await d.close();
     await feed.stop();
@@ -168,6 +216,7 @@ function startLoops(
   reconciler: Reconciler,
   systemd: SystemdManager,
   log: Logger,
+  onUpdateCheck: (target: string) => void,
 ): { stop(): void } {
   const timers: NodeJS.Timeout[] = [];
   let enginePass: Promise<void> | undefined;
@@ -206,6 +255,11 @@ function startLoops(
       watcher = w;
       const onChange = (kv: { key: Buffer }) => {
         const key = kv.key.toString();
+        // Update records change with every progress report: they concern no engine or unit.
+        if (key.startsWith(keys.updates())) {
+          if (key.startsWith(keys.updateChecks())) onUpdateCheck(key.slice(keys.updateChecks().length));
+          return;
+        }
         const family = keys.classify(key)?.family;
         if (family !== "pending" && family !== "failures" && family !== "services") soonEngine();
         if (agentPrefixes.some((p) => key.startsWith(p))) soonAgent();
