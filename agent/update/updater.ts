@@ -127,6 +127,7 @@ export class Updater {
   private stopped = false;
   private readonly abort = new AbortController();
   private status: UpdateStatus | undefined;
+  private published: Promise<void> = Promise.resolve();
   private lastCheck: string | undefined;
   private plannedReboot: { windowStart: number; at: Date } | undefined;
 
@@ -366,12 +367,25 @@ export class Updater {
     // Nothing may point at a partition while it is being rewritten.
     await removeSlotEntries(cfg.espDir, target);
     const disk = await Disk.open(cfg.updateDisk || (await diskOfPartLabel("USR-A")));
-    for (const [name, label] of [
+    const parts = [
       ["usr.squashfs", `USR-${target}`],
       ["usr.verity", `USR-${target}-VERITY`],
-    ] as const) {
+    ] as const;
+    const total = parts.reduce((n, [name]) => n + manifest.files[name].size, 0);
+    let done = 0;
+    for (const [name, label] of parts) {
       const f = manifest.files[name];
-      await disk.writePartition(label, unpacked(files[name]), { name, size: f.size, sha256: f.sha256 });
+      await disk.writePartition(
+        label,
+        unpacked(files[name]),
+        { name, size: f.size, sha256: f.sha256 },
+        (n) => {
+          if (Date.now() - lastPublish < PROGRESS_EVERY_MS) return;
+          lastPublish = Date.now();
+          void this.publish(boot, "writing", `${version} to slot ${target}`, { bytes: done + n, total });
+        },
+      );
+      done += f.size;
       log.info({ partition: label, bytes: f.size }, "partition written and read back");
     }
     const pending: PendingUpdate = {
@@ -491,12 +505,15 @@ export class Updater {
     if (same(status) === same(this.status)) return;
     if (state !== this.status?.state) this.log.info({ state, detail }, "update state");
     this.status = status;
-    try {
-      await this.deps.records.putStatus(status);
-    } catch (err) {
-      // etcd away: the next pass publishes again.
-      this.log.debug({ err: String(err) }, "update status not published");
-    }
+    // One put at a time, in order: a progress report sent without waiting must not land after
+    // the state that followed it.
+    this.published = this.published.then(() =>
+      this.deps.records.putStatus(status).catch((err: unknown) => {
+        // etcd away: the next pass publishes again.
+        this.log.debug({ err: String(err) }, "update status not published");
+      }),
+    );
+    await this.published;
   }
 }
 

@@ -33,7 +33,12 @@ import {
 import type { BadVersion, GroupConfig, UpdateStatus } from "../../agent/update/records.js";
 import { newEntry } from "../../agent/update/slots.js";
 import { readState, writeGateFailure } from "../../agent/update/state.js";
-import { type RebootSemaphore, type UpdateRecords, Updater } from "../../agent/update/updater.js";
+import {
+  type RebootSemaphore,
+  type UpdateRecords,
+  Updater,
+  type UpdaterDeps,
+} from "../../agent/update/updater.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 
 const REPO = join(import.meta.dirname, "../..");
@@ -197,7 +202,7 @@ class TestMachine {
     return (await Disk.open(this.disk)).hashPartition(label, length);
   }
 
-  updater(channel: string): Updater {
+  updater(channel: string, extra: Partial<UpdaterDeps> = {}): Updater {
     const records: UpdateRecords = {
       groupConfig: async () => this.group,
       badVersions: async () => new Set(this.bad.map((b) => b.version)),
@@ -235,6 +240,7 @@ class TestMachine {
       drain: async () => void this.calls.push("drain"),
       reboot: async () => void this.calls.push("reboot"),
       paths: { procCmdline: this.cmdline, osRelease: this.osRelease, keyDirs: [KEY_DIR] },
+      ...extra,
     });
   }
 
@@ -399,6 +405,38 @@ describe("updater on a disk image", () => {
     // And stays so: the channel's newest is what runs.
     await m.updater("good").pass("test");
     expect(m.last).toMatchObject({ state: "blessed", version: "1.1.0" });
+  });
+
+  it("reboot strategy with a window: waits for its random moment inside the window, then reboots without the lock", async () => {
+    const m = new TestMachine();
+    // A window two hours from now (after the release was published), every day, in UTC.
+    const t0 = Math.ceil(Date.now() / 60_000) * 60_000;
+    const opens = new Date(t0 + 2 * 3600_000);
+    m.group = {
+      strategy: "reboot",
+      maxHolders: 1,
+      paused: false,
+      window: {
+        days: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+        start: opens.toISOString().slice(11, 16),
+        lengthMinutes: 60,
+        timeZone: "UTC",
+      },
+    };
+    let now = new Date(t0);
+    const updater = m.updater("good", { now: () => now, random: () => 0.5 });
+    await updater.pass("test");
+    // Half-way into [opens, opens + 60 min − the 5 min margin).
+    const planned = new Date(opens.getTime() + 27.5 * 60_000);
+    expect(m.last).toMatchObject({
+      state: "waiting",
+      detail: expect.stringContaining(planned.toISOString()),
+    });
+    expect(m.calls).toEqual([]);
+    now = new Date(planned.getTime() + 1000);
+    await updater.pass("test");
+    expect(m.calls).toEqual(["drain", "reboot"]);
+    expect((await readState(m.state)).pending?.leaseId).toBeUndefined();
   });
 
   it("a slot that failed its gate: the fallback boot marks the version bad with the gate's reason, and never retries it", async () => {
