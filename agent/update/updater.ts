@@ -110,6 +110,10 @@ export function localFacts(pending: PendingUpdate | undefined, status: SlotStatu
   return { pending: pending.version, ...(bootable ? { written: pending.version } : {}) };
 }
 
+/** This boot is the pending install, booted and not settled yet (gating, or just blessed). */
+const assessing = (boot: Boot) =>
+  boot.state.pending?.slot === boot.slot && boot.state.pending.version === boot.version;
+
 interface Boot {
   slot: Slot;
   version: string;
@@ -175,10 +179,10 @@ export class Updater {
     try {
       boot = await this.readBoot();
       await this.settleLastBoot(boot);
-      const pending = boot.state.pending;
       // While this boot is the update being assessed, the channel has nothing to say.
-      const assessing = pending?.slot === boot.slot && pending.version === boot.version;
-      const { manifest, baseURL, problem } = assessing ? { baseURL: "" } : await this.fetchRelease(reason);
+      const { manifest, baseURL, problem } = assessing(boot)
+        ? { baseURL: "" }
+        : await this.fetchRelease(reason);
       const group = await this.deps.records.groupConfig(this.deps.cfg.updateGroup);
       const action = decide({
         currentVersion: boot.version,
@@ -197,6 +201,8 @@ export class Updater {
       const message = err instanceof Error ? err.message : String(err);
       this.log.error({ err: message }, "update pass failed");
       if (boot) await this.publish(boot, "error", message);
+      // The lease of a boot under assessment must be kept alive even while etcd is flaky.
+      if (boot && assessing(boot)) return GATING_PASS_MS;
       return Math.min(interval, jittered(ERROR_RETRY_MS, this.random));
     }
   }
@@ -221,7 +227,7 @@ export class Updater {
         await this.publish(boot, boot.state.outcome ?? "idle", problem ?? action.reason);
         return problem ? Math.min(interval, jittered(ERROR_RETRY_MS, this.random)) : interval;
       case "wait": {
-        if (pending && pending.slot === boot.slot && pending.version === boot.version) {
+        if (pending && assessing(boot)) {
           // This boot is the update, under assessment: hold the reboot slot until it is blessed.
           await this.keepLease(boot, pending);
           await this.publish(boot, "gating", action.reason);
