@@ -31,13 +31,13 @@ export interface Progress {
 export interface DownloadOptions {
   log: Logger;
   onProgress?: (p: Progress) => void;
-  /** Transfers tried per file before giving up on network errors (each resumes the last). */
-  attempts?: number;
-  /** Wait before the n-th retry: n × this. */
-  retryDelayMs?: number;
   signal?: AbortSignal;
-  fetch?: typeof fetch;
 }
+
+/** Transfers tried per file before giving up on network errors (each resumes the last). */
+const ATTEMPTS = 5;
+/** Wait before the n-th retry: n × this. */
+const RETRY_DELAY_MS = 2000;
 
 /** The verified compressed files of a release, by name. */
 export type Downloaded = Record<ReleaseFileName, string>;
@@ -71,7 +71,7 @@ export async function downloadRelease(
 }
 
 /** One file: reuse a complete verified copy, else resume or start `<dest>.part`. Returns dest. */
-export async function downloadFile(
+async function downloadFile(
   url: string,
   dest: string,
   name: ReleaseFileName,
@@ -92,7 +92,6 @@ export async function downloadFile(
     }
   }
   const part = `${dest}.part`;
-  const attempts = opts.attempts ?? 5;
   for (let attempt = 1; ; attempt++) {
     try {
       await transfer(url, part, name, file, opts, log, progress);
@@ -105,9 +104,9 @@ export async function downloadFile(
         throw err;
       }
       if (opts.signal?.aborted) throw err;
-      if (attempt >= attempts)
+      if (attempt >= ATTEMPTS)
         throw new UpdateError("download", `${name}: GET ${url} failed ${attempt} times: ${errText(err)}`);
-      const delay = (opts.retryDelayMs ?? 2000) * attempt;
+      const delay = RETRY_DELAY_MS * attempt;
       log.warn({ err: errText(err), attempt, retryInMs: delay }, "download interrupted; resuming");
       await new Promise((r) => setTimeout(r, delay));
     }
@@ -128,7 +127,7 @@ async function transfer(
   if (have > file.compressedSize) have = 0;
   let body: AsyncIterable<Uint8Array> = (async function* () {})();
   if (have < file.compressedSize) {
-    const res = await (opts.fetch ?? fetch)(url, {
+    const res = await fetch(url, {
       headers: have > 0 ? { Range: `bytes=${have}-` } : {},
       signal: opts.signal,
     });

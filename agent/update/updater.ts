@@ -78,7 +78,6 @@ export interface UpdaterDeps {
   reboot: () => Promise<void>;
   /** Where the facts of this boot are read; tests point them at files of their own. */
   paths?: { procCmdline?: string; osRelease?: string; keyDirs?: string[] };
-  fetch?: typeof fetch;
   random?: () => number;
   now?: () => Date;
 }
@@ -127,7 +126,7 @@ export class Updater {
   private readonly now: () => Date;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  private again = false;
+  private again: string | undefined;
   private stopped = false;
   private readonly abort = new AbortController();
   private status: UpdateStatus | undefined;
@@ -149,16 +148,18 @@ export class Updater {
   trigger(reason: string): void {
     if (this.stopped) return;
     if (this.running) {
-      this.again = true;
+      // Asked during a pass (a check request): one more pass right after it.
+      this.again = reason;
       return;
     }
     clearTimeout(this.timer);
     this.running = (async () => {
-      let next: number;
-      do {
-        this.again = false;
-        next = await this.pass(reason);
-      } while (this.again && !this.stopped);
+      let next = await this.pass(reason);
+      while (this.again !== undefined && !this.stopped) {
+        const why = this.again;
+        this.again = undefined;
+        next = await this.pass(why);
+      }
       this.running = undefined;
       if (!this.stopped) this.timer = setTimeout(() => this.trigger("timer"), next);
     })();
@@ -312,7 +313,7 @@ export class Updater {
     const { updateChannelURL: channel, pinnedVersion: pinned } = this.deps.cfg;
     const url = new URL(pinned ? `${pinned}/manifest.json` : "latest.json", channel).href;
     try {
-      const res = await (this.deps.fetch ?? fetch)(url, { signal: this.abort.signal });
+      const res = await fetch(url, { signal: this.abort.signal });
       if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
       const doc: unknown = await res.json();
       const manifest = verifyManifest(doc, await this.trustedKeys());
