@@ -1,9 +1,10 @@
 # Installs what scripts/up and scripts/test need on a fresh Debian 12 machine, as root.
 # Sourced, not run. Idempotent and quiet when everything is already there.
 
+# fdisk (sfdisk) and gdisk (sgdisk): the updater's integration test writes a GPT disk image.
 FLOTILLA_APT_PACKAGES=(
   systemd-container etcd-server etcd-client iproute2 dnsutils busybox-static
-  util-linux ca-certificates curl
+  util-linux ca-certificates curl fdisk gdisk
 )
 
 ensure_apt_packages() {
