@@ -51,6 +51,8 @@ export interface AgentConfig {
   rebootLeaseSeconds: number;
   /** How long every health check must pass without interruption before a new slot is blessed. */
   healthSoakSeconds: number;
+  /** How long a new slot's checks may keep failing (boot settling) before the gate fails it. */
+  healthSettleSeconds: number;
   /** Install exactly this OS version ("" = follow the channel). */
   pinnedVersion: string;
 }
@@ -81,6 +83,7 @@ export const DEFAULT_CONFIG: AgentConfig = {
   stateDir: "/var/lib/flotilla/update",
   rebootLeaseSeconds: 900,
   healthSoakSeconds: 60,
+  healthSettleSeconds: 600,
   pinnedVersion: "",
 };
 
@@ -102,7 +105,8 @@ const positiveInt =
       | "failureBackoffMs"
       | "tokenLimit"
       | "updateIntervalSeconds"
-      | "rebootLeaseSeconds",
+      | "rebootLeaseSeconds"
+      | "healthSettleSeconds",
   ): Setter =>
   (cfg, raw) => {
     const n = Number(raw);
@@ -243,6 +247,7 @@ const SETTERS: Record<string, Setter> = {
     cfg.healthSoakSeconds = n;
     return undefined;
   },
+  "health-settle-seconds": positiveInt("healthSettleSeconds"),
   "pinned-version": (cfg, raw) => {
     if (raw !== "" && !parseVersion(raw))
       return `must be MAJOR.MINOR.PATCH or "", got ${JSON.stringify(raw)}`;

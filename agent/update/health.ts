@@ -101,7 +101,6 @@ export function extraChecks(dirs: { dir: string; names: string[] }[]): string[] 
 
 export const HEALTH_DIRS = ["/etc/flotilla/health.d", "/usr/lib/flotilla/health.d"];
 const ROUND_MS = 5000;
-const SETTLE_MS = 10 * 60_000;
 const CHECK_TIMEOUT_MS = 60_000;
 
 export interface GateOptions {
@@ -140,7 +139,7 @@ export async function runHealthGate(o: GateOptions): Promise<number> {
 
   const client = createEtcdClient(cfg.etcdEndpoints);
   const registry = new EtcdRegistry(client, new Keys(cfg.etcdPrefix));
-  const limits = { soakMs: cfg.healthSoakSeconds * 1000, settleMs: SETTLE_MS };
+  const limits = { soakMs: cfg.healthSoakSeconds * 1000, settleMs: cfg.healthSettleSeconds * 1000 };
   const startedAt = Date.now();
   let healthySince: number | undefined;
   let lastReason = "";
