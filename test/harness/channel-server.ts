@@ -1,0 +1,89 @@
+import { createReadStream, statSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+
+/** One request as the server saw it, for tests that assert on resumption (Range) and polling. */
+export interface ServedRequest {
+  path: string;
+  range?: string;
+  status: number;
+}
+
+/**
+ * A static HTTP server for an update channel directory (`channels/<name>/...`), as any plain web
+ * server would serve it: GET and HEAD, single byte ranges (206 / 416), nothing else. Listens on all
+ * addresses so QEMU guests reach it at 10.0.2.2 and nspawn machines at the bridge address.
+ */
+export class ChannelServer {
+  readonly requests: ServedRequest[] = [];
+
+  private constructor(
+    readonly root: string,
+    private readonly server: Server,
+  ) {}
+
+  static async start(root: string, host = "0.0.0.0"): Promise<ChannelServer> {
+    const server = createServer();
+    const cs = new ChannelServer(root, server);
+    server.on("request", (req, res) => {
+      const urlPath = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+      const file = path.join(root, path.normalize(urlPath));
+      const record = (status: number) =>
+        cs.requests.push({
+          path: urlPath,
+          status,
+          ...(req.headers.range ? { range: req.headers.range } : {}),
+        });
+      let size: number;
+      try {
+        const st = statSync(file);
+        if (!file.startsWith(root) || !st.isFile()) throw new Error("not a file");
+        size = st.size;
+      } catch {
+        record(404);
+        res.writeHead(404).end();
+        return;
+      }
+      let start = 0;
+      let end = size - 1;
+      let status = 200;
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
+      if (range) {
+        start = Number(range[1]);
+        end = range[2] ? Math.min(Number(range[2]), size - 1) : size - 1;
+        if (start >= size) {
+          record(416);
+          res.writeHead(416, { "content-range": `bytes */${size}` }).end();
+          return;
+        }
+        status = 206;
+      }
+      record(status);
+      res.writeHead(status, {
+        "content-length": String(end - start + 1),
+        "accept-ranges": "bytes",
+        ...(status === 206 ? { "content-range": `bytes ${start}-${end}/${size}` } : {}),
+      });
+      if (req.method === "HEAD") {
+        res.end();
+        return;
+      }
+      createReadStream(file, { start, end }).pipe(res);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, host, () => resolve());
+    });
+    return cs;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,168 @@
+// The A/B updater end to end in QEMU (TCG): a VM on v1 takes v2 from a channel served by the host,
+// writes slot B, reboots into it and blesses it after the health gate; a v3 whose health gate fails
+// boots once, falls back to v2 by itself, is reported and marked bad, and is never retried. A second
+// VM, killed while it writes slot B, boots its old slot and then finishes the update.
+//
+// Releases are real image builds: v2 is the image at another version; v3 also carries a health
+// check that always fails (a release broken on purpose).
+
+import { execFileSync } from "node:child_process";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { BadVersion, UpdateStatus } from "../../agent/update/records.js";
+import { buildVariant, ensureImage, REPO, readManifest } from "../../scripts/lib/image-build.js";
+import type { Vm } from "../../scripts/lib/image-vm.js";
+import { makeRelease } from "../../scripts/lib/release.js";
+import { ChannelServer } from "../harness/channel-server.js";
+import { BOOT_MS, VmBed, waitFor } from "./vm-support.js";
+
+const KEY = join(REPO, "test/fixtures/update-keys/00dd9a95a776d12b.pem");
+const quiet = () => {};
+
+let bed: VmBed;
+let server: ChannelServer;
+let v1: string;
+let v2: string;
+let v3: string;
+let channels: string;
+
+/** "0.1.0" → "0.1.1": versions above the main build's, whatever it is. */
+function bump(version: string, by: number): string {
+  const [major, minor, patch] = version.split(".").map(Number) as [number, number, number];
+  return `${major}.${minor}.${patch + by}`;
+}
+
+async function release(channel: string, version: string, payload: string): Promise<void> {
+  await makeRelease({ payload, key: KEY, channel, out: channels, version, log: quiet });
+}
+
+function agentConfig(channel: string): Record<string, unknown> {
+  return {
+    "update-channel-url": `http://10.0.2.2:${server.port}/${channel}`,
+    "update-interval-seconds": 10,
+    "health-soak-seconds": 10,
+    "health-settle-seconds": 30,
+  };
+}
+
+function status(machineId: string): UpdateStatus | undefined {
+  const v = bed.etcdGet(`/flotilla/update/status/${machineId}`);
+  return v === undefined ? undefined : (JSON.parse(v) as UpdateStatus);
+}
+
+/** The machine's own view, over SSH: the booted slot and the running version. */
+function booted(vm: Vm): { slot: string; version: string } {
+  const sh = (cmd: string) => vm.ssh(bed.key, "core", cmd).trim();
+  return {
+    slot: /PARTLABEL=USR-([AB]) /.exec(sh("cat /proc/cmdline"))?.[1] ?? "?",
+    version: sh(". /usr/lib/os-release; echo $IMAGE_VERSION"),
+  };
+}
+
+beforeAll(async () => {
+  ensureImage();
+  v1 = readManifest().version;
+  v2 = bump(v1, 1);
+  v3 = bump(v1, 2);
+  bed = await VmBed.start("update-e2e");
+  channels = join(bed.work, "channels");
+  const builds = join(bed.work, "builds");
+  buildVariant({ out: join(builds, v2), cache: join(builds, "cache"), version: v2 });
+  const broken = join(bed.work, "broken-files");
+  mkdirSync(join(broken, "usr/lib/flotilla/health.d"), { recursive: true });
+  const check = join(broken, "usr/lib/flotilla/health.d/50-broken-release");
+  writeFileSync(check, "#!/bin/sh\necho 'this release is broken on purpose (update-e2e test)'\nexit 1\n");
+  chmodSync(check, 0o755);
+  buildVariant({ out: join(builds, v3), cache: join(builds, "cache"), version: v3, extraFiles: broken });
+  server = await ChannelServer.start(channels);
+  await release("stable", v2, join(builds, v2, "payload"));
+  await release("resume", v2, join(builds, v2, "payload"));
+}, 40 * 60_000);
+
+afterAll(async () => {
+  await server?.close();
+  await bed?.teardown();
+});
+
+describe.concurrent("A/B updates in QEMU", () => {
+  it(
+    "v1 on slot A takes v2, boots it from slot B and blesses it; a v3 that fails its health gate rolls back and is never retried",
+    async () => {
+      const disk = bed.diskCopy("update");
+      const vm = await bed.boot("update", disk, bed.ignition("flotilla-update", agentConfig("stable")));
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      const machineId = vm.ssh(bed.key, "core", "cat /etc/machine-id").trim();
+      expect(booted(vm)).toEqual({ slot: "A", version: v1 });
+
+      // The agent reboots the VM itself: wait for v2's blessed record, then look from inside.
+      const blessed = await waitFor("v2 blessed on slot B", 3 * BOOT_MS, () => {
+        const s = status(machineId);
+        return s?.version === v2 && s.state === "blessed" ? s : undefined;
+      });
+      expect(blessed.slot).toBe("B");
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(booted(vm)).toEqual({ slot: "B", version: v2 });
+      expect(vm.ssh(bed.key, "core", "ls /efi/loader/entries")).toMatch(/flotilla-b\.conf/);
+      const table = execFileSync(
+        join(REPO, "scripts/fleetctl"),
+        ["--endpoint", `http://127.0.0.1:${vm.apiPort}`, "update-status"],
+        { encoding: "utf8" },
+      );
+      expect(table).toMatch(new RegExp(`${machineId.slice(0, 8)}.*\\s${v2.replaceAll(".", "\\.")}\\s+B\\s`));
+
+      // v3: written to slot A with one try, boots once, its gate fails, slot B (v2) comes back.
+      await release("stable", v3, join(bed.work, "builds", v3, "payload"));
+      const rolledBack = await waitFor("v3 rolled back", 4 * BOOT_MS, () => {
+        const s = status(machineId);
+        return s?.lastRollback?.version === v3 && s.version === v2 ? s : undefined;
+      });
+      expect(rolledBack.lastRollback?.reason).toMatch(/broken on purpose/);
+      const bad = JSON.parse(bed.etcdGet(`/flotilla/update/bad/${v3}`) ?? "{}") as BadVersion;
+      expect(bad).toMatchObject({ version: v3, machineId });
+      expect(bad.reason).toMatch(/broken on purpose/);
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(booted(vm)).toEqual({ slot: "B", version: v2 });
+
+      // Never retried: several polls later nothing was downloaded again and slot A's entry is spent.
+      const v3Fetches = () => server.requests.filter((r) => r.path.startsWith(`/stable/${v3}/usr`)).length;
+      const fetched = v3Fetches();
+      await new Promise((r) => setTimeout(r, 40_000));
+      expect(v3Fetches()).toBe(fetched);
+      expect(vm.ssh(bed.key, "core", "ls /efi/loader/entries")).toMatch(/flotilla-a\+0-1\.conf/);
+    },
+    10 * BOOT_MS,
+  );
+
+  it(
+    "a VM killed while writing slot B boots its old slot, then finishes the update",
+    async () => {
+      const disk = bed.diskCopy("resume");
+      const config = bed.ignition("flotilla-resume", agentConfig("resume"));
+      let vm = await bed.boot("resume", disk, config);
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      const machineId = vm.ssh(bed.key, "core", "cat /etc/machine-id").trim();
+      await waitFor("slot B being written", BOOT_MS, () =>
+        status(machineId)?.state === "writing" ? true : undefined,
+      );
+      await vm.kill();
+      // The loader entry is written last, so nothing points at the half-written slot.
+      const entries = execFileSync("mdir", ["-b", "-i", `${disk}@@${1 << 20}`, "::/loader/entries"], {
+        encoding: "utf8",
+        env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+      });
+      expect(entries).not.toMatch(/flotilla-b/);
+
+      vm = await bed.boot("resume-2", disk, config);
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(booted(vm)).toEqual({ slot: "A", version: v1 });
+      await waitFor("v2 blessed on slot B", 3 * BOOT_MS, () => {
+        const s = status(machineId);
+        return s?.version === v2 && s.state === "blessed" ? s : undefined;
+      });
+      await vm.waitForSsh(bed.key, "core", BOOT_MS);
+      expect(booted(vm)).toEqual({ slot: "B", version: v2 });
+    },
+    8 * BOOT_MS,
+  );
+});
