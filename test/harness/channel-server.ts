@@ -17,6 +17,8 @@ export interface ServedRequest {
  */
 export class ChannelServer {
   readonly requests: ServedRequest[] = [];
+  /** Path → bytes: the next response for that path stops after them and the connection drops. */
+  readonly cutOnce = new Map<string, number>();
 
   private constructor(
     readonly root: string,
@@ -69,7 +71,16 @@ export class ChannelServer {
         res.end();
         return;
       }
-      createReadStream(file, { start, end }).pipe(res);
+      const cut = cs.cutOnce.get(urlPath);
+      if (cut === undefined) {
+        createReadStream(file, { start, end }).pipe(res);
+        return;
+      }
+      // Part of a response, then the connection drops: what a flaky network does.
+      cs.cutOnce.delete(urlPath);
+      const partial = createReadStream(file, { start, end: Math.min(end, start + cut - 1) });
+      partial.pipe(res, { end: false });
+      partial.on("end", () => res.socket?.destroy());
     });
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -80,6 +91,11 @@ export class ChannelServer {
 
   get port(): number {
     return (this.server.address() as AddressInfo).port;
+  }
+
+  /** A channel's URL as the host reaches it. */
+  url(channel: string): string {
+    return `http://127.0.0.1:${this.port}/${channel}/`;
   }
 
   close(): Promise<void> {

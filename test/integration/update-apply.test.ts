@@ -14,11 +14,8 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from "node:fs";
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -40,6 +37,7 @@ import {
   type UpdaterDeps,
 } from "../../agent/update/updater.js";
 import { makeRelease } from "../../scripts/lib/release.js";
+import { ChannelServer } from "../harness/channel-server.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const KEY_DIR = join(REPO, "test/fixtures/update-keys");
@@ -55,59 +53,6 @@ const root = mkdtempSync(join(tmpdir(), "flotilla-update-apply-"));
 const channels = join(root, "channels");
 const sha256 = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const quiet = () => {};
-
-/** A static server for `channels/`, with Range, that cuts the first response of listed paths short. */
-class TestServer {
-  readonly requests: { path: string; range?: string; status: number }[] = [];
-  readonly cutOnce = new Map<string, number>();
-  private server!: Server;
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => {
-      const path = new URL(req.url ?? "/", "http://x").pathname;
-      const file = join(channels, path);
-      const record = (status: number) =>
-        this.requests.push({ path, status, ...(req.headers.range ? { range: req.headers.range } : {}) });
-      if (!existsSync(file) || !statSync(file).isFile()) {
-        record(404);
-        res.writeHead(404).end();
-        return;
-      }
-      const body = readFileSync(file);
-      const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? "");
-      const start = range ? Number(range[1]) : 0;
-      if (start >= body.length && range) {
-        record(416);
-        res.writeHead(416, { "content-range": `bytes */${body.length}` }).end();
-        return;
-      }
-      const status = range ? 206 : 200;
-      record(status);
-      res.writeHead(status, {
-        "content-length": String(body.length - start),
-        ...(range ? { "content-range": `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
-      });
-      const cut = this.cutOnce.get(path);
-      if (cut !== undefined) {
-        this.cutOnce.delete(path);
-        // Half a response, then the connection drops: what a flaky network does.
-        res.write(body.subarray(start, start + cut), () => res.socket?.destroy());
-        return;
-      }
-      res.end(body.subarray(start));
-    });
-    await new Promise<void>((resolve) => this.server.listen(0, "127.0.0.1", resolve));
-  }
-
-  url(channel: string): string {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/${channel}/`;
-  }
-
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 /** A random payload as scripts/build-image's payload/ (manifest.json + the four files). */
 function payload(
@@ -249,7 +194,7 @@ class TestMachine {
   }
 }
 
-const server = new TestServer();
+let server: ChannelServer;
 let good: { dir: string; files: Record<string, Buffer> };
 let manifest: Manifest;
 
@@ -286,7 +231,7 @@ beforeAll(async () => {
     m.files["usr.squashfs"].sha256 = sha256(Buffer.from("another build's /usr"));
     return signManifest(m, readFileSync(KEY, "utf8"));
   });
-  await server.start();
+  server = await ChannelServer.start(channels, "127.0.0.1");
 }, 60_000);
 
 afterAll(async () => {
