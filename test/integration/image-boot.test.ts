@@ -13,13 +13,96 @@ import { partitionOffset, type Vm, writeOemIgnition } from "../../scripts/lib/im
 import { BOOT_MS, VmBed, waitFor } from "./vm-support.js";
 
 let bed: VmBed;
+/**
+ * The single-test VMs start with the first one: TCG keeps one core busy per VM, so on two cores
+ * overlapping the boots (and the fallback's device timeout) halves the file's wall time.
+ */
+let early: { oem: Promise<Vm>; invalid: Promise<Vm>; fallback: Promise<{ vm: Vm; esp: string }> };
 
 beforeAll(async () => {
   ensureImage();
   bed = await VmBed.start("image-boot");
+  early = { oem: startOem(), invalid: startInvalid(), fallback: startFallback() };
+  // Their tests await them; until then a failed start must not count as unhandled.
+  for (const p of Object.values(early)) p.catch(() => {});
 }, 40 * 60_000);
 
 afterAll(() => bed?.teardown());
+
+/** Boots with the config on the OEM partition (a unit with a drop-in among it). */
+async function startOem(): Promise<Vm> {
+  const disk = bed.diskCopy("oem");
+  const config = bed.ignition(
+    "flotilla-oem",
+    {},
+    {
+      systemd: {
+        units: [
+          {
+            name: "hello.service",
+            enabled: true,
+            contents:
+              "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$GREETING > /dev/console'\n[Install]\nWantedBy=multi-user.target\n",
+            dropins: [{ name: "10-greeting.conf", contents: "[Service]\nEnvironment=GREETING=from-oem\n" }],
+          },
+        ],
+      },
+    },
+  );
+  writeOemIgnition(disk, config);
+  return bed.boot("oem", disk);
+}
+
+/** Boots with a config that names three problems. */
+async function startInvalid(): Promise<Vm> {
+  const bad = join(bed.work, "bad.ign");
+  writeFileSync(
+    bad,
+    JSON.stringify({
+      ignition: { version: "3.4.0" },
+      storage: { disks: [{ device: "/dev/vdb" }], files: [{ path: "/etc/motd", mode: "0644" }] },
+      passwd: { users: [{ name: "core", sshAuthorizedKeys: ["not-a-key"] }] },
+    }),
+  );
+  return bed.boot("invalid", bed.diskCopy("invalid"), bad);
+}
+
+/** Boots a disk whose newest entry (slot A) cannot verify its /usr; returns the ESP for a look after. */
+async function startFallback(): Promise<{ vm: Vm; esp: string }> {
+  // Slot B: a good copy of this build, blessed (no counter). Slot A: a newer entry with one try
+  // whose root hash is wrong, so the initrd cannot open /usr, reboots, and A ranks last.
+  const disk = bed.diskCopy("fallback");
+  const def = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8")) as Definition;
+  const payload = join(IMAGE_DIR, "payload");
+  const dd = (file: string, label: string) =>
+    execFileSync("dd", [
+      `if=${file}`,
+      `of=${disk}`,
+      "bs=1M",
+      `seek=${partitionOffset(disk, label) / 2 ** 20}`,
+      "conv=notrunc,sparse",
+      "status=none",
+    ]);
+  dd(join(payload, "usr.squashfs"), "USR-B");
+  dd(join(payload, "usr.verity"), "USR-B-VERITY");
+  const esp = `${disk}@@${partitionOffset(disk, "EFI-SYSTEM")}`;
+  const mtools = (args: string[]) =>
+    execFileSync(args[0] as string, ["-i", esp, ...args.slice(1)], {
+      env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
+    });
+  mtools(["mmd", "::/flotilla/b"]);
+  mtools(["mcopy", join(payload, "vmlinuz"), "::/flotilla/b/vmlinuz"]);
+  mtools(["mcopy", join(payload, "initrd"), "::/flotilla/b/initrd"]);
+  const entryB = join(bed.work, "flotilla-b.conf");
+  writeFileSync(entryB, loaderEntry(def, 1, readManifest().verity.rootHash));
+  mtools(["mcopy", entryB, "::/loader/entries/flotilla-b.conf"]);
+  const entryA = join(bed.work, "flotilla-a.conf");
+  writeFileSync(entryA, loaderEntry({ ...def, version: "99.0.0" }, 0, "0".repeat(64)));
+  mtools(["mdel", `::/loader/entries/flotilla-a+${def.bootTries}.conf`]);
+  mtools(["mcopy", entryA, "::/loader/entries/flotilla-a+1.conf"]);
+
+  return { vm: await bed.boot("fallback", disk, bed.ignition("flotilla-fallback")), esp };
+}
 
 describe("image booted with Ignition through fw_cfg", () => {
   let vm: Vm;
@@ -103,28 +186,7 @@ describe("image booted with Ignition on the OEM partition", () => {
   it(
     "applies the config, including units with drop-ins, and ssh works",
     async () => {
-      const disk = bed.diskCopy("oem");
-      const config = bed.ignition(
-        "flotilla-oem",
-        {},
-        {
-          systemd: {
-            units: [
-              {
-                name: "hello.service",
-                enabled: true,
-                contents:
-                  "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo hello-$GREETING > /dev/console'\n[Install]\nWantedBy=multi-user.target\n",
-                dropins: [
-                  { name: "10-greeting.conf", contents: "[Service]\nEnvironment=GREETING=from-oem\n" },
-                ],
-              },
-            ],
-          },
-        },
-      );
-      writeOemIgnition(disk, config);
-      const vm = await bed.boot("oem", disk);
+      const vm = await early.oem;
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       expect(vm.ssh(bed.key, "core", "hostname").trim()).toBe("flotilla-oem");
       expect(vm.ssh(bed.key, "core", "journalctl -b -u flotilla-ignition --no-pager -o cat")).toMatch(
@@ -142,16 +204,7 @@ describe("image booted with an invalid Ignition config", () => {
   it(
     "stays up, names each problem on the console and does not start the agent",
     async () => {
-      const bad = join(bed.work, "bad.ign");
-      writeFileSync(
-        bad,
-        JSON.stringify({
-          ignition: { version: "3.4.0" },
-          storage: { disks: [{ device: "/dev/vdb" }], files: [{ path: "/etc/motd", mode: "0644" }] },
-          passwd: { users: [{ name: "core", sshAuthorizedKeys: ["not-a-key"] }] },
-        }),
-      );
-      const vm = await bed.boot("invalid", bed.diskCopy("invalid"), bad);
+      const vm = await early.invalid;
       await vm.waitForSerial(/provisioning FAILED: 3 problems/, BOOT_MS);
       await vm.waitForSerial(/login: /, 120_000);
       const serial = vm.serial();
@@ -170,39 +223,7 @@ describe("boot counting falls back to the other slot", () => {
   it(
     "boots slot B when slot A's /usr does not verify",
     async () => {
-      // Slot B: a good copy of this build, blessed (no counter). Slot A: a newer entry with one try
-      // whose root hash is wrong, so the initrd cannot open /usr, reboots, and A ranks last.
-      const disk = bed.diskCopy("fallback");
-      const def = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8")) as Definition;
-      const payload = join(IMAGE_DIR, "payload");
-      const dd = (file: string, label: string) =>
-        execFileSync("dd", [
-          `if=${file}`,
-          `of=${disk}`,
-          "bs=1M",
-          `seek=${partitionOffset(disk, label) / 2 ** 20}`,
-          "conv=notrunc,sparse",
-          "status=none",
-        ]);
-      dd(join(payload, "usr.squashfs"), "USR-B");
-      dd(join(payload, "usr.verity"), "USR-B-VERITY");
-      const esp = `${disk}@@${partitionOffset(disk, "EFI-SYSTEM")}`;
-      const mtools = (args: string[]) =>
-        execFileSync(args[0] as string, ["-i", esp, ...args.slice(1)], {
-          env: { ...process.env, MTOOLS_SKIP_CHECK: "1" },
-        });
-      mtools(["mmd", "::/flotilla/b"]);
-      mtools(["mcopy", join(payload, "vmlinuz"), "::/flotilla/b/vmlinuz"]);
-      mtools(["mcopy", join(payload, "initrd"), "::/flotilla/b/initrd"]);
-      const entryB = join(bed.work, "flotilla-b.conf");
-      writeFileSync(entryB, loaderEntry(def, 1, readManifest().verity.rootHash));
-      mtools(["mcopy", entryB, "::/loader/entries/flotilla-b.conf"]);
-      const entryA = join(bed.work, "flotilla-a.conf");
-      writeFileSync(entryA, loaderEntry({ ...def, version: "99.0.0" }, 0, "0".repeat(64)));
-      mtools(["mdel", `::/loader/entries/flotilla-a+${def.bootTries}.conf`]);
-      mtools(["mcopy", entryA, "::/loader/entries/flotilla-a+1.conf"]);
-
-      const vm = await bed.boot("fallback", disk, bed.ignition("flotilla-fallback"));
+      const { vm, esp } = await early.fallback;
       await vm.waitForSerial(/flotilla: boot failed in the initrd/, BOOT_MS);
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       expect(vm.ssh(bed.key, "core", "cat /proc/cmdline")).toContain(
