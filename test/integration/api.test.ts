@@ -21,6 +21,7 @@ import { createEtcdClient } from "../../agent/registry/client.js";
 import { EtcdRegistry } from "../../agent/registry/etcd.js";
 import { Keys } from "../../agent/registry/keys.js";
 import { type Etcd, startEtcd } from "../harness/index.js";
+import { type HttpAnswer, httpRequest } from "./support.js";
 
 const M1 = "1".repeat(32);
 const M2 = "2".repeat(32);
@@ -28,11 +29,7 @@ const VERSION = "9.9.9-test";
 const SERVER = `fleetd/${VERSION} (flotilla)`;
 const HELLO = [{ section: "Service", name: "ExecStart", value: "/bin/sleep 1000" }];
 
-interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-}
+type Answer = HttpAnswer;
 
 /** A fake systemctl/journalctl that records what it was asked. */
 class FakeCommands implements UnitCommands {
@@ -92,28 +89,7 @@ function request(
     base?: string;
   } = {},
 ): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const url = new URL(opts.base ?? base);
-    const req = http.request({
-      method,
-      path: target,
-      agent: false,
-      headers: opts.headers,
-      ...(opts.socketPath ? { socketPath: opts.socketPath } : { host: url.hostname, port: url.port }),
-    });
-    req.on("error", reject);
-    req.on("response", (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        text += c;
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-    });
-    // An array is sent chunked, without Content-Length.
-    for (const chunk of Array.isArray(opts.body) ? opts.body : []) req.write(chunk);
-    req.end(Array.isArray(opts.body) ? undefined : opts.body);
-  });
+  return httpRequest(method, opts.base ?? base, target, opts);
 }
 
 const JSON_TYPE = { "Content-Type": "application/json" };

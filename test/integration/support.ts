@@ -3,6 +3,7 @@
 
 import { execFile } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Etcd3 } from "etcd3";
@@ -135,4 +136,43 @@ export function goTabTable(rows: string[][]): string {
     )
     .map((line) => `${line}\n`)
     .join("");
+}
+
+export interface HttpAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
+
+/**
+ * One raw HTTP request (no client library between the test and the wire): to `base` over TCP, or
+ * over `socketPath`. An array body is sent chunked, without Content-Length.
+ */
+export function httpRequest(
+  method: string,
+  base: string,
+  target: string,
+  opts: { body?: string | string[]; headers?: Record<string, string>; socketPath?: string } = {},
+): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(base);
+    const req = http.request({
+      method,
+      path: target,
+      agent: false,
+      headers: opts.headers,
+      ...(opts.socketPath ? { socketPath: opts.socketPath } : { host: url.hostname, port: url.port }),
+    });
+    req.on("error", reject);
+    req.on("response", (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        text += c;
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+    });
+    for (const chunk of Array.isArray(opts.body) ? opts.body : []) req.write(chunk);
+    req.end(Array.isArray(opts.body) ? undefined : opts.body);
+  });
 }

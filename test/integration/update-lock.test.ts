@@ -4,7 +4,6 @@
 // routes answer over real HTTP from the real API server. No machines are needed.
 
 import { randomBytes } from "node:crypto";
-import http from "node:http";
 import type { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +18,7 @@ import type { UpdateStatus } from "../../agent/update/records.js";
 import { UpdateStore } from "../../agent/update/store.js";
 import { runFleetctl } from "../../fleetctl/cli.js";
 import { type Etcd, startEtcd } from "../harness/index.js";
+import { type HttpAnswer, httpRequest } from "./support.js";
 
 const M1 = "1".repeat(32);
 const M2 = "2".repeat(32);
@@ -157,40 +157,14 @@ describe("the semaphore", () => {
   });
 });
 
-interface Answer {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  text: string;
-}
-
 function request(method: string, target: string, body?: string, headers: Record<string, string> = {}) {
-  return new Promise<Answer>((resolve, reject) => {
-    const url = new URL(base);
-    const req = http.request({
-      method,
-      path: target,
-      host: url.hostname,
-      port: url.port,
-      agent: false,
-      headers,
-    });
-    req.on("error", reject);
-    req.on("response", (res) => {
-      let text = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        text += c;
-      });
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
-    });
-    req.end(body);
-  });
+  return httpRequest(method, base, target, { ...(body !== undefined ? { body } : {}), headers });
 }
 
 const FLEETLOCK = { "fleet-lock-protocol": "true", "Content-Type": "application/json" };
 const params = (id: string, group = "fl") => JSON.stringify({ client_params: { id, group } });
 
-function expectKind(res: Answer, status: number, kind: string, value?: RegExp): void {
+function expectKind(res: HttpAnswer, status: number, kind: string, value?: RegExp): void {
   expect(res.status, res.text).toBe(status);
   expect(res.headers["content-type"]).toBe("application/json");
   const body = JSON.parse(res.text) as { kind: string; value: string };
