@@ -120,7 +120,9 @@ async function configureEtc(tree: string, def: Definition, unitNames: string[]):
     join(etc, "fstab"),
     [
       "# Flotilla: / is ROOT (root= on the kernel command line); /usr is the slot's verity device.",
-      `PARTLABEL=${def.partitions.esp.label} /efi vfat umask=0077,nofail 0 2`,
+      "# The ESP waits longer than the command line's device timeout (there for the initrd's /usr):",
+      "# a slow udev must not leave it unmounted, which would stop blessing and updates.",
+      `PARTLABEL=${def.partitions.esp.label} /efi vfat umask=0077,nofail,x-systemd.device-timeout=10min 0 2`,
       "",
     ].join("\n"),
   );
