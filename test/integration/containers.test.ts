@@ -7,14 +7,13 @@
 // registries serve plain HTTP) and a registry auth file. The third machine's auth file holds a
 // wrong password, so a pull from the private registry fails there.
 
-import { rmSync } from "node:fs";
 import { copyFile } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildTestImage, TEST_IMAGE_INDEX_HTML, TEST_IMAGE_NAME } from "../fixtures/images/build.js";
 import { Cluster, type Machine } from "../harness/index.js";
 import { pushImage, type Registry, startRegistry } from "../harness/registry.js";
-import { EtcdView, fleetctl, machineByID, unitDir, waitFor } from "./support.js";
+import { destroyAllUnits, EtcdView, fleetctlWith, machineByID, waitFor, waitForMembers } from "./support.js";
 
 const AUTH = { user: "fleet", password: "s3cret pass" };
 
@@ -27,14 +26,7 @@ let machines: Machine[];
 let archive: string;
 
 const api = () => (machines.find((m) => m.running) as Machine).apiURL;
-async function fc(args: string[], files: Record<string, string> = {}) {
-  const dir = unitDir(files);
-  try {
-    return await fleetctl(api(), args, dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const fc = (args: string[], files: Record<string, string> = {}) => fleetctlWith(api(), args, files);
 const openImage = () => `${open.host}/flotilla/busybox:latest`;
 const privateImage = () => `${secured.host}/flotilla/private:latest`;
 
@@ -100,14 +92,7 @@ beforeAll(async () => {
       );
     }),
   );
-  await waitFor(
-    "3 machines and a leader after the agents restarted",
-    async () => {
-      const r = await fc(["list-machines", "--no-legend"]);
-      return r.stdout.trim().split("\n").length === 3 && (await etcd.leader()) !== undefined;
-    },
-    60_000,
-  );
+  await waitForMembers(fc, etcd, 3);
 }, 300_000);
 
 afterAll(async () => {
@@ -118,9 +103,7 @@ afterAll(async () => {
 }, 120_000);
 
 afterEach(async () => {
-  const files = await fc(["list-unit-files", "--no-legend", "--fields", "unit"]);
-  const names = files.stdout.split("\n").filter(Boolean);
-  if (names.length > 0) await fc(["destroy", ...names]);
+  await destroyAllUnits(fc);
   // Nothing may be left behind: the next test starts from machines without containers.
   await waitFor(
     "no container left on any machine",

@@ -3,13 +3,20 @@
 // follows its unit when the unit's machine dies. DNS is asked with the real `dig` from another
 // machine, and by busybox's resolver inside a container.
 
-import { rmSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { WireService, WireServiceList } from "../../agent/api/schema.js";
 import { buildTestImage, TEST_IMAGE_INDEX_HTML } from "../fixtures/images/build.js";
 import { Cluster, type Machine } from "../harness/index.js";
 import { pushImage, type Registry, startRegistry } from "../harness/registry.js";
-import { EtcdView, fleetctl, machineByID, unitDir, waitFor } from "./support.js";
+import {
+  destroyAllUnits,
+  EtcdView,
+  fleetctl,
+  fleetctlWith,
+  machineByID,
+  waitFor,
+  waitForMembers,
+} from "./support.js";
 
 const TTL_MS = 5000;
 const PORT = 8080;
@@ -21,14 +28,7 @@ let registry: Registry;
 const running = () => cluster.machines.filter((m) => m.running);
 const api = () => (running()[0] as Machine).apiURL;
 
-async function fc(args: string[], files: Record<string, string> = {}) {
-  const dir = unitDir(files);
-  try {
-    return await fleetctl(api(), args, dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const fc = (args: string[], files: Record<string, string> = {}) => fleetctlWith(api(), args, files);
 
 /** Instances of `web` on different machines, each serving the test page on PORT. */
 const template = () =>
@@ -96,14 +96,7 @@ beforeAll(async () => {
       ),
     ),
   );
-  await waitFor(
-    "3 machines and a leader after the agents restarted",
-    async () => {
-      const r = await fc(["list-machines", "--no-legend"]);
-      return r.stdout.trim().split("\n").length === 3 && (await etcd.leader()) !== undefined;
-    },
-    60_000,
-  );
+  await waitForMembers(fc, etcd, 3);
 }, 300_000);
 
 afterAll(async () => {
@@ -113,9 +106,7 @@ afterAll(async () => {
 }, 120_000);
 
 afterEach(async () => {
-  const files = await fc(["list-unit-files", "--no-legend", "--fields", "unit"]);
-  const names = files.stdout.split("\n").filter(Boolean);
-  if (names.length > 0) await fc(["destroy", ...names]);
+  await destroyAllUnits(fc);
   await waitFor(
     "no service record and no container left",
     async () => {

@@ -2,7 +2,7 @@
 // directly, wait for conditions with explicit deadlines, and build expected fleet tables.
 
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -65,6 +65,41 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
+}
+
+/** fleetctl run in a temporary directory holding `files` (unit files by name), removed after. */
+export async function fleetctlWith(
+  endpoint: string,
+  args: string[],
+  files: Record<string, string> = {},
+): Promise<RunResult> {
+  const dir = unitDir(files);
+  try {
+    return await fleetctl(endpoint, args, dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+type Fleetctl = (args: string[]) => Promise<RunResult>;
+
+/** After the agents restarted: `machines` listed again and an engine elected. */
+export async function waitForMembers(fc: Fleetctl, etcd: EtcdView, machines: number): Promise<void> {
+  await waitFor(
+    `${machines} machines and a leader after the agents restarted`,
+    async () => {
+      const r = await fc(["list-machines", "--no-legend"]);
+      return r.stdout.trim().split("\n").length === machines && (await etcd.leader()) !== undefined;
+    },
+    60_000,
+  );
+}
+
+/** Destroys every unit in the cluster, so the next test starts from none. */
+export async function destroyAllUnits(fc: Fleetctl): Promise<void> {
+  const files = await fc(["list-unit-files", "--no-legend", "--fields", "unit"]);
+  const names = files.stdout.split("\n").filter(Boolean);
+  if (names.length > 0) await fc(["destroy", ...names]);
 }
 
 /** A read-only view of the cluster's etcd for assertions. */
