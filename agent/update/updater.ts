@@ -12,6 +12,7 @@ import type { Logger } from "../log.js";
 import { type DecideInput, decide, type UpdateAction } from "./decide.js";
 import { Disk, diskOfPartLabel } from "./disk.js";
 import { downloadRelease, type Progress, unpacked } from "./download.js";
+import { UpdateError } from "./errors.js";
 import { listEntries, removeSlotEntries, writeEspSlot } from "./esp.js";
 import { type Manifest, parseTrustedKeys, type TrustedKey, verifyManifest } from "./manifest.js";
 import type { BadVersion, GroupConfig, UpdateState, UpdateStatus } from "./records.js";
@@ -179,6 +180,15 @@ export class Updater {
     let boot: Boot | undefined;
     try {
       boot = await this.readBoot();
+      // Without the booted slot's entry nothing can be judged (blessed? rolled back?); most likely
+      // the ESP is not mounted, which would otherwise read as "not blessed yet" forever.
+      if (!boot.status.slots[boot.slot].present) {
+        const { espDir } = this.deps.cfg;
+        throw new UpdateError(
+          "esp",
+          `no loader entry for the booted slot ${boot.slot} in ${espDir}/loader/entries: is the ESP mounted at ${espDir}?`,
+        );
+      }
       await this.settleLastBoot(boot);
       // While this boot is the update being assessed, the channel has nothing to say.
       const { manifest, baseURL, problem } = assessing(boot)

@@ -278,6 +278,20 @@ describe("updater on a disk image", () => {
     );
   });
 
+  it("an ESP without the booted slot's entry (not mounted) is an error that says so, and nothing is written", async () => {
+    const m = new TestMachine();
+    const usrB = await m.hash("USR-B", 6 * MiB);
+    rmSync(join(m.esp, "loader"), { recursive: true });
+    const before = server.requests.length;
+    await m.updater("good").pass("test");
+    expect(m.last).toMatchObject({ state: "error", version: "1.0.0", slot: "A" });
+    expect(m.last.detail).toBe(
+      `no loader entry for the booted slot A in ${m.esp}/loader/entries: is the ESP mounted at ${m.esp}?`,
+    );
+    expect(await m.hash("USR-B", 6 * MiB)).toBe(usrB);
+    expect(server.requests.slice(before)).toEqual([]);
+  });
+
   it("resumes an interrupted download with a Range request", async () => {
     const m = new TestMachine();
     server.cutOnce.set("/resume/1.1.0/usr.squashfs.gz", 2 * MiB);
