@@ -109,12 +109,15 @@ describe("image booted with Ignition through fw_cfg", () => {
   let disk: string;
   const sh = (cmd: string) => vm.ssh(bed.key, "core", cmd).trim();
 
-  beforeAll(async () => {
-    disk = bed.diskCopy("fwcfg");
-    vm = await bed.boot("fwcfg", disk, bed.ignition("flotilla-fwcfg"));
-    // Four VMs boot at once on two cores: each takes about twice as long as alone.
-    await vm.waitForSsh(bed.key, "core", 2 * BOOT_MS);
-  }, 2 * BOOT_MS + 30_000);
+  beforeAll(
+    async () => {
+      disk = bed.diskCopy("fwcfg");
+      vm = await bed.boot("fwcfg", disk, bed.ignition("flotilla-fwcfg"));
+      // Four VMs boot at once on two cores: each takes about twice as long as alone.
+      await vm.waitForSsh(bed.key, "core", 2 * BOOT_MS);
+    },
+    2 * BOOT_MS + 30_000,
+  );
 
   it("boots slot A through systemd-boot, and blesses the boot", async () => {
     expect(sh("cat /proc/cmdline")).toMatch(/systemd\.verity_usr_data=PARTLABEL=USR-A /);
