@@ -10,7 +10,8 @@ import type { Definition } from "../../image/pipeline/definition.js";
 import { loaderEntry } from "../../image/pipeline/stages/esp.js";
 import { ensureImage, IMAGE_DIR, REPO, readManifest } from "../../scripts/lib/image-build.js";
 import { partitionOffset, type Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
-import { BOOT_MS, VmBed, waitFor } from "./vm-support.js";
+import { waitFor } from "./support.js";
+import { BOOT_MS, VM_POLL_MS, VmBed } from "./vm-support.js";
 
 let bed: VmBed;
 /**
@@ -129,8 +130,11 @@ describe("image booted with Ignition through fw_cfg", () => {
     expect(raw.subarray(4).toString("utf16le").replace(/\0+$/, "")).toMatch(
       /^flotilla-a(\+\d+(-\d+)?)?\.conf$/,
     );
-    await waitFor("systemd-bless-boot", 60_000, () =>
-      sh("systemctl show -P ActiveState systemd-bless-boot.service") === "active" ? true : undefined,
+    await waitFor(
+      "systemd-bless-boot",
+      async () => sh("systemctl show -P ActiveState systemd-bless-boot.service") === "active",
+      60_000,
+      VM_POLL_MS,
     );
     expect(sh("systemctl show -P ActiveState flotilla-health.service")).toBe("active");
   });
@@ -156,8 +160,11 @@ describe("image booted with Ignition through fw_cfg", () => {
     if (readManifest().placeholderAgent)
       throw new Error("the image was built with a placeholder agent (dist/agent.js was missing)");
     const machineId = sh("cat /etc/machine-id");
-    await waitFor("the agent's machine record", 120_000, () =>
-      bed.etcdKeys("/flotilla/machines/").some((k) => k.endsWith(machineId)) ? true : undefined,
+    await waitFor(
+      "the agent's machine record",
+      async () => bed.etcdKeys("/flotilla/machines/").some((k) => k.endsWith(machineId)),
+      120_000,
+      VM_POLL_MS,
     );
     expect(sh("systemctl show -P ActiveState flotilla-agent.service")).toBe("active");
   }, 150_000);

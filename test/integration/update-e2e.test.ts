@@ -15,7 +15,8 @@ import { buildVariant, ensureImage, REPO, readManifest } from "../../scripts/lib
 import { partitionOffset, type Vm } from "../../scripts/lib/image-vm.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 import { ChannelServer } from "../harness/channel-server.js";
-import { BOOT_MS, VmBed, waitFor } from "./vm-support.js";
+import { waitFor } from "./support.js";
+import { BOOT_MS, VM_POLL_MS, VmBed } from "./vm-support.js";
 
 const KEY = join(REPO, "test/fixtures/update-keys/00dd9a95a776d12b.pem");
 const quiet = () => {};
@@ -122,10 +123,15 @@ describe.concurrent("A/B updates in QEMU", () => {
       expect(booted(vm)).toEqual({ slot: "A", version: v1 });
 
       // The agent reboots the VM itself: wait for v2's blessed record, then look from inside.
-      const blessed = await waitFor("v2 blessed on slot B", 3 * BOOT_MS, () => {
-        const s = status(machineId);
-        return s?.version === v2 && s.state === "blessed" ? s : undefined;
-      });
+      const blessed = await waitFor(
+        "v2 blessed on slot B",
+        async () => {
+          const s = status(machineId);
+          return s?.version === v2 && s.state === "blessed" ? s : undefined;
+        },
+        3 * BOOT_MS,
+        VM_POLL_MS,
+      );
       expect(blessed.slot).toBe("B");
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       expect(booted(vm)).toEqual({ slot: "B", version: v2 });
@@ -140,10 +146,15 @@ describe.concurrent("A/B updates in QEMU", () => {
 
       // v3: written to slot A with one try, boots once, its gate fails, slot B (v2) comes back.
       await release("stable", v3, join(bed.work, "builds", v3, "payload"));
-      const rolledBack = await waitFor("v3 rolled back", 4 * BOOT_MS, () => {
-        const s = status(machineId);
-        return s?.lastRollback?.version === v3 && s.version === v2 ? s : undefined;
-      });
+      const rolledBack = await waitFor(
+        "v3 rolled back",
+        async () => {
+          const s = status(machineId);
+          return s?.lastRollback?.version === v3 && s.version === v2 ? s : undefined;
+        },
+        4 * BOOT_MS,
+        VM_POLL_MS,
+      );
       expect(rolledBack.lastRollback?.reason).toMatch(/broken on purpose/);
       const bad = JSON.parse(bed.etcdGet(`/flotilla/update/bad/${v3}`) ?? "{}") as BadVersion;
       expect(bad).toMatchObject({ version: v3, machineId });
@@ -170,8 +181,11 @@ describe.concurrent("A/B updates in QEMU", () => {
       let vm = await bed.boot("resume", disk, config);
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       const machineId = vm.ssh(bed.key, "core", "cat /etc/machine-id").trim();
-      await waitFor("slot B being written", BOOT_MS, () =>
-        status(machineId)?.state === "writing" ? true : undefined,
+      await waitFor(
+        "slot B being written",
+        async () => status(machineId)?.state === "writing",
+        BOOT_MS,
+        VM_POLL_MS,
       );
       await vm.kill();
       // The loader entry is written last, so nothing points at the half-written slot.
@@ -180,10 +194,15 @@ describe.concurrent("A/B updates in QEMU", () => {
       vm = await bed.boot("resume-2", disk, config);
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       expect(booted(vm)).toEqual({ slot: "A", version: v1 });
-      await waitFor("v2 blessed on slot B", 3 * BOOT_MS, () => {
-        const s = status(machineId);
-        return s?.version === v2 && s.state === "blessed" ? s : undefined;
-      });
+      await waitFor(
+        "v2 blessed on slot B",
+        async () => {
+          const s = status(machineId);
+          return s?.version === v2 && s.state === "blessed" ? s : undefined;
+        },
+        3 * BOOT_MS,
+        VM_POLL_MS,
+      );
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       expect(booted(vm)).toEqual({ slot: "B", version: v2 });
     },

@@ -20,22 +20,10 @@ import { type Etcd, startEtcd } from "../harness/index.js";
 
 /** Generous: TCG on two cores shared with other builds can take minutes to reach a login prompt. */
 export const BOOT_MS = 420_000;
+/** How often QEMU tests poll (support.ts's waitFor): each probe is an ssh or etcdctl run. */
+export const VM_POLL_MS = 2000;
 
 const dataUrl = (s: string) => `data:;base64,${Buffer.from(s).toString("base64")}`;
-
-export async function waitFor<T>(
-  what: string,
-  timeoutMs: number,
-  probe: () => T | undefined | Promise<T | undefined>,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2000));
-  }
-}
 
 export class VmBed {
   readonly vms: Vm[] = [];
