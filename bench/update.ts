@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { createLogger } from "../agent/log.js";
 import { Disk } from "../agent/update/disk.js";
 import { downloadRelease, unpacked } from "../agent/update/download.js";
-import { ensureImage, IMAGE_DIR, REPO, readManifest } from "../scripts/lib/image-build.js";
+import { ensureImage, IMAGE_DIR, REPO } from "../scripts/lib/image-build.js";
 import { makeRelease } from "../scripts/lib/release.js";
 import { ChannelServer } from "../test/harness/channel-server.js";
 
@@ -21,7 +21,6 @@ const seconds = (t0: number) => (performance.now() - t0) / 1000;
 ensureImage();
 const work = mkdtempSync(join(tmpdir(), "flotilla-bench-update-"));
 try {
-  const version = readManifest().version;
   let t0 = performance.now();
   const { signed } = await makeRelease({
     payload: join(IMAGE_DIR, "payload"),
@@ -32,6 +31,7 @@ try {
   });
   const releaseSeconds = seconds(t0);
   const m = signed.manifest;
+  const { version } = m;
   const compressed = Object.values(m.files).reduce((n, f) => n + f.compressedSize, 0);
   const content = Object.values(m.files).reduce((n, f) => n + f.size, 0);
 
