@@ -9,6 +9,7 @@ import { dirname } from "node:path";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
+import { coalesced } from "./coalesce.js";
 import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
 import {
   INSECURE_REGISTRIES_FILE,
@@ -219,13 +220,8 @@ function startLoops(
   onUpdateCheck: (target: string) => void,
 ): { stop(): void } {
   const timers: NodeJS.Timeout[] = [];
-  let enginePass: Promise<void> | undefined;
-  const runEngine = () => {
-    if (!engine || enginePass) return;
-    enginePass = engine.pass().finally(() => {
-      enginePass = undefined;
-    });
-  };
+  const enginePass = coalesced(() => engine?.pass() ?? Promise.resolve());
+  const runEngine = () => void enginePass();
   const debounce = (fn: () => void, ms: number) => {
     let t: NodeJS.Timeout | undefined;
     return () => {

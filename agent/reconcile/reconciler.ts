@@ -3,6 +3,7 @@
 // only on a fresh etcd snapshot, so when etcd is unreachable nothing is stopped (fixes fleet#1289).
 
 import type { Membership } from "../cluster/membership.js";
+import { coalesced } from "../coalesce.js";
 import { hasContainerSection, type RenderContext, renderContainerUnit } from "../containers/index.js";
 import { servicesToPublish } from "../discovery/publish.js";
 import { encodeServiceRecord } from "../discovery/record.js";
@@ -39,8 +40,10 @@ export class Reconciler {
   private readonly records = new Map<string, UnitRecord>();
   /** Service records published, by etcd key. */
   private readonly services = new Map<string, string>();
-  private running: Promise<void> | undefined;
-  private again = false;
+  private lastTrigger = "";
+  private readonly passes = coalesced(() => this.pass(this.lastTrigger));
+  /** Publishing runs one at a time, so an older read of systemd never overwrites a newer one. */
+  readonly publishStates = coalesced(() => this.publishOnce());
 
   constructor(
     private readonly registry: Registry,
@@ -71,21 +74,8 @@ export class Reconciler {
 
   /** Runs a pass, coalescing triggers that arrive while one is running. */
   trigger(reason: string): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
-    }
-    this.running = (async () => {
-      try {
-        do {
-          this.again = false;
-          await this.pass(reason);
-        } while (this.again);
-      } finally {
-        this.running = undefined;
-      }
-    })();
-    return this.running;
+    this.lastTrigger = reason;
+    return this.passes();
   }
 
   /** Forgets what was published, e.g. after a rejoin under a new lease. */
@@ -207,7 +197,7 @@ export class Reconciler {
   }
 
   /** Publishes systemd's view of every loaded unit under this machine's lease; removes stale ones. */
-  async publishStates(): Promise<void> {
+  private async publishOnce(): Promise<void> {
     const me = this.membership.current.id;
     const states = await this.systemd.states([...this.loaded.keys()]);
     try {

@@ -133,7 +133,14 @@ describe("failover", () => {
       },
       TTL_MS + 5000,
       100,
-    );
+    ).catch(async (err) => {
+      // Say where the time went: the survivors' own account of the last seconds.
+      for (const m of cluster.machines.filter((x) => x !== victim)) {
+        const log = await m.exec(["journalctl", "-u", "flotilla-agent", "--since", "-20s", "-o", "cat"]);
+        console.log(`--- ${m.name} agent log ---\n${log.stdout.split("\n").slice(-40).join("\n")}`);
+      }
+      throw err;
+    });
     console.log(`machine loss: roam.service active elsewhere ${Date.now() - t0} ms after the machine died`);
     expect(to).not.toBe(from);
     await waitFor(
