@@ -173,8 +173,14 @@ async function main(args: string[]): Promise<void> {
         },
       })
     : undefined;
-  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log, (target) => {
-    if (target === machineID || target === CHECK_ALL) updater?.trigger("check requested");
+  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log, {
+    checkRequested(target) {
+      if (target === machineID || target === CHECK_ALL) updater?.trigger("check requested");
+    },
+    rebootGroupChanged(key) {
+      // Our own holder record changes because we took or left the slot: nothing to retry.
+      if (key !== keys.updateHolder(cfg.updateGroup, machineID)) updater?.rebootGroupChanged();
+    },
   });
   membership.on("rejoined", () => {
     void reconciler.republish().then(() => reconciler.trigger("rejoined the cluster"));
@@ -217,7 +223,7 @@ function startLoops(
   reconciler: Reconciler,
   systemd: SystemdManager,
   log: Logger,
-  onUpdateCheck: (target: string) => void,
+  updates: { checkRequested(target: string): void; rebootGroupChanged(key: string): void },
 ): { stop(): void } {
   const timers: NodeJS.Timeout[] = [];
   const enginePass = coalesced(() => engine?.pass() ?? Promise.resolve());
@@ -253,7 +259,13 @@ function startLoops(
         const key = kv.key.toString();
         // Update records change with every progress report: they concern no engine or unit.
         if (key.startsWith(keys.updates())) {
-          if (key.startsWith(keys.updateChecks())) onUpdateCheck(key.slice(keys.updateChecks().length));
+          if (key.startsWith(keys.updateChecks()))
+            updates.checkRequested(key.slice(keys.updateChecks().length));
+          else if (
+            key.startsWith(keys.updateGroup(cfg.updateGroup)) &&
+            key !== keys.updateGroupSeq(cfg.updateGroup)
+          )
+            updates.rebootGroupChanged(key);
           return;
         }
         const family = keys.classify(key)?.family;

@@ -7,7 +7,7 @@
 
 import { execFile } from "node:child_process";
 import { constants } from "node:fs";
-import { access, readdir, readFile } from "node:fs/promises";
+import { access, readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
 import type { AgentConfig } from "../config.js";
@@ -17,7 +17,14 @@ import { createEtcdClient } from "../registry/client.js";
 import { EtcdRegistry } from "../registry/etcd.js";
 import { Keys } from "../registry/keys.js";
 import { listEntries } from "./esp.js";
-import { bootedSlot, type PendingUpdate, type Slot, type SlotStatus, slotStatus } from "./slots.js";
+import {
+  bootedSlot,
+  kernelCommandLine,
+  type PendingUpdate,
+  type Slot,
+  type SlotStatus,
+  slotStatus,
+} from "./slots.js";
 import { clearGateFailure, readState, writeGateFailure } from "./state.js";
 
 export interface CheckResult {
@@ -116,7 +123,7 @@ export async function runHealthGate(o: GateOptions): Promise<number> {
   let status: SlotStatus;
   let pending: PendingUpdate | undefined;
   try {
-    booted = bootedSlot(await readFile("/proc/cmdline", "utf8"));
+    booted = bootedSlot(await kernelCommandLine());
     status = slotStatus(await listEntries(cfg.espDir), booted);
     ({ pending } = await readState(cfg.stateDir));
   } catch (err) {

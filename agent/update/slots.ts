@@ -4,6 +4,7 @@
 // other slot boots), and systemd-bless-boot renames a good boot's entry to `flotilla-a.conf`.
 // The image build (image/pipeline/stages/esp.ts) writes slot A's first entry with newEntry.
 
+import { readFile } from "node:fs/promises";
 import { UpdateError } from "./errors.js";
 import type { Manifest } from "./manifest.js";
 
@@ -36,6 +37,22 @@ export function parseEntryName(name: string): EntryName | undefined {
   const slot = m[1] === "a" ? "A" : "B";
   if (m[2] === undefined) return { slot };
   return { slot, triesLeft: Number(m[2]), triesDone: Number(m[3] ?? 0) };
+}
+
+/**
+ * The kernel command line as systemd reads it. In a container systemd takes PID 1's arguments
+ * instead of /proc/cmdline (the host's), so a container manager can pass a boot entry's options
+ * to the container's init; we follow the same rule. `/run/systemd/container` marks a container.
+ */
+export async function kernelCommandLine(root = "/"): Promise<string> {
+  const at = (p: string) => `${root.replace(/\/$/, "")}${p}`;
+  const inContainer = await readFile(at("/run/systemd/container"), "utf8").then(
+    () => true,
+    () => false,
+  );
+  if (!inContainer) return readFile(at("/proc/cmdline"), "utf8");
+  const argv = (await readFile(at("/proc/1/cmdline"), "utf8")).split("\0").filter(Boolean);
+  return argv.slice(1).join(" ");
 }
 
 /** The booted slot, from the kernel command line the slot's entry passed. */

@@ -19,6 +19,7 @@ import type { BadVersion, GroupConfig, UpdateState, UpdateStatus } from "./recor
 import {
   bootedSlot,
   detectRollback,
+  kernelCommandLine,
   otherSlot,
   type PendingUpdate,
   type Slot,
@@ -166,6 +167,14 @@ export class Updater {
     })();
   }
 
+  /**
+   * The reboot group changed in etcd (a holder left, its lease expired, the size or pause changed):
+   * a machine waiting for a slot tries again now instead of at its next retry.
+   */
+  rebootGroupChanged(): void {
+    if (this.status?.state === "locking") this.trigger("reboot group changed");
+  }
+
   /** Stops the loop and any download; the pass in progress ends at its next step. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -259,7 +268,9 @@ export class Updater {
   /** The booted slot and version, the ESP's entries and the local state, read fresh each pass. */
   private async readBoot(): Promise<Boot> {
     const p = this.deps.paths ?? {};
-    const slot = bootedSlot(await readFile(p.procCmdline ?? "/proc/cmdline", "utf8"));
+    const slot = bootedSlot(
+      p.procCmdline ? await readFile(p.procCmdline, "utf8") : await kernelCommandLine(),
+    );
     const osRelease = p.osRelease ?? "/usr/lib/os-release";
     const version = osReleaseVersion(await readFile(osRelease, "utf8"));
     if (!version) throw new Error(`${osRelease} has no IMAGE_VERSION: not a Flotilla OS image`);

@@ -1,9 +1,12 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
   bootedSlot,
   detectRollback,
   entryName,
+  kernelCommandLine,
   newEntry,
   type PendingUpdate,
   parseEntryName,
@@ -42,6 +45,33 @@ describe("loader entry names", () => {
         [0, 3],
       ] as const)
         expect(parseEntryName(entryName(slot, t, d))).toEqual({ slot, triesLeft: t, triesDone: d });
+  });
+});
+
+describe("kernel command line", () => {
+  const fakeRoot = (container: boolean) => {
+    const root = mkdtempSync(join(tmpdir(), "flotilla-cmdline-"));
+    mkdirSync(join(root, "proc/1"), { recursive: true });
+    writeFileSync(join(root, "proc/cmdline"), "host kernel line\n");
+    writeFileSync(
+      join(root, "proc/1/cmdline"),
+      "/sbin/init\0systemd.verity_usr_data=PARTLABEL=USR-B\0quiet\0",
+    );
+    if (container) {
+      mkdirSync(join(root, "run/systemd"), { recursive: true });
+      writeFileSync(join(root, "run/systemd/container"), "systemd-nspawn\n");
+    }
+    return root;
+  };
+
+  it("is /proc/cmdline on a machine", async () => {
+    expect(await kernelCommandLine(fakeRoot(false))).toBe("host kernel line\n");
+  });
+
+  it("is PID 1's arguments in a container, as systemd reads it there", async () => {
+    const line = await kernelCommandLine(fakeRoot(true));
+    expect(line).toBe("systemd.verity_usr_data=PARTLABEL=USR-B quiet");
+    expect(bootedSlot(line)).toBe("B");
   });
 });
 
