@@ -3,7 +3,6 @@
 // the USR-B / USR-B-VERITY partitions of a sparse GPT disk file by disk.ts. Prints figures only.
 // Usage: npx tsx bench/update.ts   (builds the image first if needed)
 
-import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +12,7 @@ import { downloadRelease, unpacked } from "../agent/update/download.js";
 import { ensureImage, IMAGE_DIR, REPO } from "../scripts/lib/image-build.js";
 import { makeRelease } from "../scripts/lib/release.js";
 import { ChannelServer } from "../test/harness/channel-server.js";
+import { makeSlotDisk } from "../test/harness/slot-disk.js";
 
 const MiB = 1024 * 1024;
 const log = createLogger("silent");
@@ -37,15 +37,7 @@ try {
 
   // The image's own layout for the slot partitions, on a sparse file: nothing is allocated up front.
   const disk = join(work, "disk.raw");
-  execFileSync("truncate", ["-s", "2200M", disk]);
-  execFileSync("sgdisk", [
-    "--clear",
-    "--new=1:1M:+1024M",
-    "--change-name=1:USR-B",
-    "--new=2:0:+32M",
-    "--change-name=2:USR-B-VERITY",
-    disk,
-  ]);
+  makeSlotDisk(disk, { usrMiB: 1024, verityMiB: 32 });
 
   const server = await ChannelServer.start(join(work, "channels"), "127.0.0.1");
   t0 = performance.now();

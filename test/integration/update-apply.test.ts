@@ -4,7 +4,6 @@
 // HTTP server that honours Range and can cut a response short. The Updater loop itself runs each
 // pass, with fakes only for etcd (records, lock), the drain and the reboot.
 
-import { execFileSync } from "node:child_process";
 import { createHash, generateKeyPairSync, randomBytes } from "node:crypto";
 import {
   cpSync,
@@ -38,13 +37,12 @@ import {
 } from "../../agent/update/updater.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 import { ChannelServer } from "../harness/channel-server.js";
+import { makeSlotDisk } from "../harness/slot-disk.js";
 
 const REPO = join(import.meta.dirname, "../..");
 const KEY_DIR = join(REPO, "test/fixtures/update-keys");
 const KEY = join(KEY_DIR, "00dd9a95a776d12b.pem");
 const MiB = 1024 * 1024;
-const USR_TYPE = "8484680C-9521-48C6-9C11-B0720656F69E";
-const VERITY_TYPE = "77FF5F63-E7B6-4633-ACF4-1565B864C0E6";
 const CMDLINE_A =
   "root=PARTLABEL=ROOT rw mount.usr=/dev/mapper/usr systemd.verity_usr_data=PARTLABEL=USR-A systemd.verity_usr_hash=PARTLABEL=USR-A-VERITY usrhash=x";
 const CMDLINE_B = CMDLINE_A.replaceAll("USR-A", "USR-B");
@@ -116,19 +114,7 @@ class TestMachine {
   group: GroupConfig = { strategy: "off", maxHolders: 1, paused: false };
 
   constructor() {
-    execFileSync("truncate", ["-s", "24M", this.disk]);
-    const parts: [string, string, number][] = [
-      ["USR-A", USR_TYPE, 8],
-      ["USR-B", USR_TYPE, 8],
-      ["USR-A-VERITY", VERITY_TYPE, 2],
-      ["USR-B-VERITY", VERITY_TYPE, 2],
-    ];
-    const args = parts.flatMap(([label, type, mib], i) => [
-      `--new=${i + 1}:0:+${mib}M`,
-      `--typecode=${i + 1}:${type}`,
-      `--change-name=${i + 1}:${label}`,
-    ]);
-    execFileSync("sgdisk", ["--clear", ...args, this.disk], { stdio: "ignore" });
+    makeSlotDisk(this.disk, { usrMiB: 8, verityMiB: 2 });
     mkdirSync(join(this.esp, "loader/entries"), { recursive: true });
     writeFileSync(join(this.esp, "loader/entries/flotilla-a.conf"), "title slot A\n");
     this.boot("A", "1.0.0");
