@@ -48,6 +48,16 @@ export function readManifest(): Manifest {
   return JSON.parse(readFileSync(join(IMAGE_DIR, "payload/manifest.json"), "utf8")) as Manifest;
 }
 
+/**
+ * Where a named variant is built, inside the clone's .cache so test files share it: a rebuild with
+ * the same inputs reuses every stage. Each variant keeps its own stage cache (a cache keeps only
+ * the newest output of each stage).
+ */
+export function variantDirs(name: string): { out: string; cache: string } {
+  const dir = join(REPO, ".cache/image/variants", name);
+  return { out: join(dir, "out"), cache: join(dir, "cache") };
+}
+
 export interface VariantOptions {
   /** Where the variant's dist (disk.raw, payload/, …) goes. */
   out: string;

@@ -11,7 +11,7 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { BadVersion, UpdateStatus } from "../../agent/update/records.js";
-import { buildVariant, ensureImage, REPO, readManifest } from "../../scripts/lib/image-build.js";
+import { buildVariant, ensureImage, REPO, readManifest, variantDirs } from "../../scripts/lib/image-build.js";
 import { partitionOffset, type Vm } from "../../scripts/lib/image-vm.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 import { ChannelServer } from "../harness/channel-server.js";
@@ -26,6 +26,8 @@ let server: ChannelServer;
 let v1: string;
 let v2: string;
 let v3: string;
+let v2Payload: string;
+let v3Payload: string;
 let channels: string;
 
 /** "0.1.0" → "0.1.1": versions above the main build's, whatever it is. */
@@ -94,17 +96,18 @@ beforeAll(async () => {
   v3 = bump(v1, 2);
   bed = await VmBed.start("update-e2e");
   channels = join(bed.work, "channels");
-  const builds = join(bed.work, "builds");
-  buildVariant({ out: join(builds, v2), cache: join(builds, "cache"), version: v2 });
+  v2Payload = join(variantDirs(v2).out, "payload");
+  v3Payload = join(variantDirs(`${v3}-broken`).out, "payload");
+  buildVariant({ ...variantDirs(v2), version: v2 });
   const broken = join(bed.work, "broken-files");
   mkdirSync(join(broken, "usr/lib/flotilla/health.d"), { recursive: true });
   const check = join(broken, "usr/lib/flotilla/health.d/50-broken-release");
   writeFileSync(check, "#!/bin/sh\necho 'this release is broken on purpose (update-e2e test)'\nexit 1\n");
   chmodSync(check, 0o755);
-  buildVariant({ out: join(builds, v3), cache: join(builds, "cache"), version: v3, extraFiles: broken });
+  buildVariant({ ...variantDirs(`${v3}-broken`), version: v3, extraFiles: broken });
   server = await ChannelServer.start(channels);
-  await release("stable", v2, join(builds, v2, "payload"));
-  await release("resume", v2, join(builds, v2, "payload"));
+  await release("stable", v2, v2Payload);
+  await release("resume", v2, v2Payload);
 }, 40 * 60_000);
 
 afterAll(async () => {
@@ -146,7 +149,7 @@ describe.concurrent("A/B updates in QEMU", () => {
       expect(table).toMatch(new RegExp(`${machineId.slice(0, 8)}.*\\s${v2.replaceAll(".", "\\.")}\\s+B\\s`));
 
       // v3: written to slot A with one try, boots once, its gate fails, slot B (v2) comes back.
-      await release("stable", v3, join(bed.work, "builds", v3, "payload"));
+      await release("stable", v3, v3Payload);
       const rolledBack = await waitFor(
         "v3 rolled back",
         async () => {
