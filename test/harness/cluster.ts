@@ -1,3 +1,4 @@
+import type { Firmware } from "./boot-loader.js";
 import { type Etcd, launchEtcd } from "./etcd.js";
 import { ensureHostPackages } from "./host.js";
 import { log, since } from "./log.js";
@@ -20,6 +21,8 @@ export interface ClusterOptions {
   distDir?: string;
   /** Per machine boot. Default 60 s. */
   bootTimeoutMs?: number;
+  /** Firmware + boot loader for every machine (boot-loader.ts): machines with A/B slots. */
+  firmware?: Firmware;
 }
 
 export interface Bridge {
@@ -81,6 +84,7 @@ export class Cluster {
           agent: opts.agent ?? true,
           distDir: opts.distDir,
           bootTimeoutMs: opts.bootTimeoutMs,
+          firmware: opts.firmware,
           agentEnv: {
             FLOTILLA_ETCD_ENDPOINTS: etcd.endpoint,
             FLOTILLA_PUBLIC_IP: ip,

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
+import type { BootPlan, Firmware } from "./boot-loader.js";
 import { MachineBus } from "./dbus.js";
 import { tail } from "./etcd.js";
 import { log, since } from "./log.js";
@@ -21,7 +22,12 @@ export interface MachineSpec {
   agent: boolean;
   distDir?: string;
   bootTimeoutMs?: number;
+  /** Plays firmware and boot loader before each boot (see boot-loader.ts); none by default. */
+  firmware?: Firmware;
 }
+
+/** systemd-nspawn's exit status when the machine asked for a reboot. */
+const NSPAWN_REBOOT = 133;
 
 // Inside the machine, on the host-bound /run/hostbus; kept short because the host-side path of a unix
 // socket is limited to 107 bytes.
@@ -52,6 +58,10 @@ export class Machine {
   private proc: Spawned | undefined;
   private leader: number | undefined;
   private prepared = false;
+  /** Boots so far, reboots included. */
+  boots = 0;
+  /** The machine's next reboot leaves it powered off (a machine that dies while rebooting). */
+  rebootPowersOff = false;
 
   constructor(r: Run, spec: MachineSpec) {
     this.run = r;
@@ -88,11 +98,24 @@ export class Machine {
     if (!this.prepared) await this.prepare();
     // A socket left by the previous boot would answer nothing; wait for the new one.
     await rm(path.join(this.dir, "hostbus", HOSTBUS_SOCKET), { force: true });
-    const proc = this.run.spawnIn(this.cg, this.nspawnArgv(), path.join(this.dir, "console.log"), {
+    const plan = this.spec.firmware?.boot(this.dir);
+    const proc = this.run.spawnIn(this.cg, this.nspawnArgv(plan), path.join(this.dir, "console.log"), {
       SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: "1",
     });
     this.proc = proc;
     this.leader = undefined;
+    this.boots++;
+    // A reboot from inside boots the machine again, as systemd-nspawn@.service does.
+    void proc.exited.then((code) => {
+      if (code !== NSPAWN_REBOOT || this.proc !== proc) return;
+      if (this.rebootPowersOff) {
+        this.rebootPowersOff = false;
+        log(`${this.name} rebooted and stays powered off`);
+        return;
+      }
+      log(`${this.name} rebooting`);
+      this.start().catch((err: unknown) => log(`${this.name} failed to boot again: ${String(err)}`));
+    });
     const timeout = this.spec.bootTimeoutMs ?? 60_000;
     const failed = (what: string) =>
       new Error(`machine ${this.name} ${what}; console:\n${tail(path.join(this.dir, "console.log"))}`);
@@ -207,8 +230,10 @@ export class Machine {
     return runOk("journalctl", [...args, "--lines", String(lines)]);
   }
 
-  private nspawnArgv(): string[] {
+  private nspawnArgv(plan: BootPlan | undefined): string[] {
     const binds = [
+      // First: a /usr from the firmware must be under the agent bound into /usr/lib/flotilla.
+      ...(plan?.nspawnArgs ?? []),
       "--bind=/dev/fuse",
       // Podman storage must not be on the overlay root: overlay on overlay fails.
       `--bind=${path.join(this.dir, "containers")}:/var/lib/containers`,
@@ -236,6 +261,8 @@ export class Machine {
       "--system-call-filter=@keyring bpf",
       "--console=read-only",
       ...binds,
+      // With --boot, the rest goes to the machine's init: its kernel command line, to systemd.
+      ...(plan?.initArgs ?? []),
     ];
   }
 
@@ -277,7 +304,9 @@ export class Machine {
       // A second listener for the system bus, on the directory bound from the host.
       "etc/systemd/system/dbus.socket.d/flotilla-hostbus.conf": `[Socket]\nListenStream=/run/hostbus/${HOSTBUS_SOCKET}\n`,
       "etc/flotilla/agent.env": envFile(this.spec.agentEnv),
+      ...this.spec.firmware?.files(),
     };
+    this.spec.firmware?.install(this.dir);
     for (const [file, content] of Object.entries(files)) {
       await mkdir(path.dirname(path.join(this.merged, file)), { recursive: true });
       await writeFile(path.join(this.merged, file), content);

@@ -80,7 +80,8 @@ async function removeTree(dir: string): Promise<void> {
 /** A process the run started; `exited` resolves once Node has reaped it. */
 export interface Spawned {
   pid: number;
-  exited: Promise<void>;
+  /** Resolves with the exit code (null when killed by a signal). */
+  exited: Promise<number | null>;
   readonly running: boolean;
 }
 
@@ -174,10 +175,10 @@ export class Run {
     const spawned: Spawned = {
       pid,
       exited: new Promise((resolve) => {
-        child.on("exit", () => {
+        child.on("exit", (code) => {
           running = false;
           this.children.delete(spawned);
-          resolve();
+          resolve(code);
         });
       }),
       get running() {
