@@ -73,7 +73,7 @@ export interface VariantOptions {
 /**
  * Builds the image again with another version (optionally another agent or extra files) into `out`. The
  * variant's cache starts with hard links to the main build's rootfs stage, which no stage modifies
- * in place, so only customize onwards is rebuilt (about a minute) and the main cache is untouched.
+ * in place, so only customize onwards is rebuilt (under a minute) and the main cache is untouched.
  */
 export function buildVariant(v: VariantOptions): void {
   mkdirSync(v.cache, { recursive: true });
@@ -84,12 +84,17 @@ export function buildVariant(v: VariantOptions): void {
   }
   const definition = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8"));
   definition.version = v.version;
+  // Test releases trade size for build time: zstd level 3 packs /usr in seconds where the product's
+  // level takes a minute or more, for a payload about 15% larger in the same format.
+  definition.usr = { ...definition.usr, level: 3 };
   const defFile = join(v.cache, `definition-${v.version}.json`);
   writeFileSync(defFile, JSON.stringify(definition));
   const args = ["--definition", defFile, "--out", v.out, "--cache", v.cache];
   if (v.agent) args.push("--agent", v.agent);
   if (v.extraFiles) args.push("--extra-files", v.extraFiles);
+  const t0 = Date.now();
   const r = buildImage(args);
   if (r.status !== 0)
     throw new Error(`building ${v.version} failed:\n${r.stderr.split("\n").slice(-30).join("\n")}`);
+  console.log(`[image] test release ${v.version} built in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 }

@@ -29,6 +29,7 @@ let v3: string;
 let v2Payload: string;
 let v3Payload: string;
 let channels: string;
+const stopTraces: (() => void)[] = [];
 
 /** "0.1.0" → "0.1.1": versions above the main build's, whatever it is. */
 function bump(version: string, by: number): string {
@@ -52,6 +53,23 @@ function agentConfig(channel: string): Record<string, unknown> {
 function status(machineId: string): UpdateStatus | undefined {
   const v = bed.etcdGet(`/flotilla/update/status/${machineId}`);
   return v === undefined ? undefined : (JSON.parse(v) as UpdateStatus);
+}
+
+/**
+ * Prints each change of the machine's update state with the seconds since the test began, so a
+ * CI log shows where the time goes (boots, downloads, gates). Returns the stopper.
+ */
+function traceStatus(label: string, machineId: string): () => void {
+  const t0 = Date.now();
+  let last = "";
+  const timer = setInterval(() => {
+    const s = status(machineId);
+    const now = s ? `${s.version} on ${s.slot}: ${s.state}${s.detail ? ` (${s.detail})` : ""}` : "no record";
+    if (now === last) return;
+    last = now;
+    console.log(`[update-e2e] ${label} +${Math.round((Date.now() - t0) / 1000)} s ${now}`);
+  }, VM_POLL_MS);
+  return () => clearInterval(timer);
 }
 
 /** The machine's own view, over SSH: the booted slot and the running version. */
@@ -111,6 +129,7 @@ beforeAll(async () => {
 }, 40 * 60_000);
 
 afterAll(async () => {
+  for (const stop of stopTraces) stop();
   await server?.close();
   await bed?.teardown();
 });
@@ -124,6 +143,7 @@ describe.concurrent("A/B updates in QEMU", () => {
       const vm = await bed.boot("update", disk, bed.ignition("flotilla-update", agentConfig("stable")), 2);
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       const machineId = vm.ssh(bed.key, "core", "cat /etc/machine-id").trim();
+      stopTraces.push(traceStatus("update", machineId));
       expect(booted(vm)).toEqual({ slot: "A", version: v1 });
 
       // The agent reboots the VM itself: wait for v2's blessed record, then look from inside.
@@ -197,6 +217,7 @@ describe.concurrent("A/B updates in QEMU", () => {
       let vm = await bed.boot("resume", disk, config);
       await vm.waitForSsh(bed.key, "core", BOOT_MS);
       const machineId = vm.ssh(bed.key, "core", "cat /etc/machine-id").trim();
+      stopTraces.push(traceStatus("resume", machineId));
       await waitFor(
         "slot B being written",
         async () => status(machineId)?.state === "writing",
