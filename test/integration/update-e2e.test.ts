@@ -16,6 +16,7 @@ import { partitionOffset, type Vm } from "../../scripts/lib/image-vm.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 import { ChannelServer } from "../harness/channel-server.js";
 import { waitFor } from "./support.js";
+import { bump } from "./update-cluster.js";
 import { BOOT_MS, VM_POLL_MS, VmBed } from "./vm-support.js";
 
 const KEY = join(REPO, "test/fixtures/update-keys/00dd9a95a776d12b.pem");
@@ -31,19 +32,18 @@ let v3Payload: string;
 let channels: string;
 const stopTraces: (() => void)[] = [];
 
-/** "0.1.0" → "0.1.1": versions above the main build's, whatever it is. */
-function bump(version: string, by: number): string {
-  const [major, minor, patch] = version.split(".").map(Number) as [number, number, number];
-  return `${major}.${minor}.${patch + by}`;
-}
-
 async function release(channel: string, version: string, payload: string): Promise<void> {
   await makeRelease({ payload, key: KEY, channel, out: channels, version, log: quiet });
 }
 
+/**
+ * Each VM follows its own channel in its own reboot group: the two share an etcd, and in one group
+ * the second to reboot would wait for the first's new boot to be blessed.
+ */
 function agentConfig(channel: string): Record<string, unknown> {
   return {
     "update-channel-url": `http://10.0.2.2:${server.port}/${channel}`,
+    "update-group": channel,
     "update-interval-seconds": 10,
     "health-soak-seconds": 10,
     "health-settle-seconds": 30,
