@@ -3,18 +3,19 @@
 // Each stage is cached under --cache by a hash of its inputs (cache.ts).
 
 import { existsSync } from "node:fs";
-import { mkdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, rename, stat, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { StageCache } from "./cache.js";
 import { budget, checkFits, loadDefinition } from "./definition.js";
+import { currentOutputs, writeOutputs } from "./outputs.js";
 import { customizeStage } from "./stages/customize.js";
-import { diskStage, TYPE_GUID } from "./stages/disk.js";
-import { espStage, slotCmdline } from "./stages/esp.js";
+import { diskStage } from "./stages/disk.js";
+import { espStage } from "./stages/esp.js";
 import { rootStage } from "./stages/root.js";
 import { rootfsStage } from "./stages/rootfs.js";
 import { usrStage } from "./stages/usr.js";
-import { BuildError, fmtMiB, hashFile, log, MiB, run } from "./util.js";
+import { BuildError, fmtMiB, log, MiB, sha256 } from "./util.js";
 import { checkPackages } from "./validate.js";
 
 const { values } = parseArgs({
@@ -64,25 +65,6 @@ async function main(): Promise<void> {
     [usr.key, root.key, esp.key],
   );
 
-  // Outputs are copies, not links: a VM writing to dist/image/disk.raw must not corrupt the cache.
-  const out = resolve(values.out);
-  const payload = join(out, "payload");
-  await rm(out, { recursive: true, force: true });
-  await mkdir(payload, { recursive: true });
-  const copy = (from: string, to: string) => run("cp", ["--sparse=always", from, to]);
-  await copy(disk.raw, join(out, "disk.raw"));
-  await copy(disk.qcow2, join(out, "disk.qcow2"));
-  const files: Record<string, string> = {
-    "usr.squashfs": usr.image,
-    "usr.verity": usr.verity,
-    vmlinuz: join(customize.dir, "vmlinuz"),
-    initrd: join(customize.dir, "initrd"),
-  };
-  const manifestFiles: Record<string, { size: number; sha256: string }> = {};
-  for (const [name, from] of Object.entries(files)) {
-    await copy(from, join(payload, name));
-    manifestFiles[name] = { size: (await stat(from)).size, sha256: await hashFile(from) };
-  }
   const sizes = {
     usrImage: usr.imageBytes,
     verityTree: usr.verityBytes,
@@ -90,26 +72,26 @@ async function main(): Promise<void> {
     initrd: esp.initrdBytes,
     bootloader: esp.loaderBytes,
   };
-  const manifest = {
-    name: def.name,
-    version: def.version,
-    kernelVersion: customize.kernelVersion,
-    usrFsType: "squashfs",
-    verity: { rootHash: usr.rootHash, dataBlockSize: 4096, hashBlockSize: 4096 },
-    cmdline: { A: slotCmdline(def, 0, usr.rootHash), B: slotCmdline(def, 1, usr.rootHash) },
-    files: manifestFiles,
-    partitions: disk.partitions.map(({ image: _image, ...rest }) => rest),
-    typeGuids: TYPE_GUID,
-    placeholderAgent: customize.placeholderAgent,
-  };
-  await writeFile(join(payload, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-
+  const out = resolve(values.out);
+  const source = sha256(JSON.stringify([def, customize.key, usr.key, esp.key, disk.key]));
+  let outputs = await currentOutputs(out, source);
+  if (outputs) log("done", `${out} already holds this build, unchanged since: left as is`);
+  else outputs = await writeOutputs(out, def, { customize, usr, disk });
   const lines = budget(def, sizes);
   const seconds = (Date.now() - t0) / 1000;
-  await writeFile(
-    join(out, "build.json"),
-    `${JSON.stringify({ seconds, stages: cache.timings, sizes, budget: lines, rawBytes: (await stat(disk.raw)).size, qcow2Bytes: (await stat(disk.qcow2)).size }, null, 2)}\n`,
-  );
+  // Written whole then renamed: another process may be reading the previous one.
+  const buildJson = {
+    seconds,
+    stages: cache.timings,
+    sizes,
+    budget: lines,
+    rawBytes: (await stat(disk.raw)).size,
+    qcow2Bytes: (await stat(disk.qcow2)).size,
+    source,
+    outputs,
+  };
+  await writeFile(join(out, "build.json.tmp"), `${JSON.stringify(buildJson, null, 2)}\n`);
+  await rename(join(out, "build.json.tmp"), join(out, "build.json"));
   for (const l of lines)
     log("budget", `${l.ok ? "ok  " : "OVER"} ${l.what}: ${fmtMiB(l.actual)} of ${fmtMiB(l.limit)}`);
   log("done", `${out}: disk.raw, disk.qcow2 (${fmtMiB((await stat(disk.qcow2)).size)}), payload/`);

@@ -1,8 +1,8 @@
 // The image build's bad-input paths: a misspelled package fails before any long stage, naming it;
 // a partition too small for its content fails naming the partition and both sizes. And a build
-// with nothing changed reuses every stage.
+// with nothing changed reuses every stage and leaves its outputs alone.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,12 +27,15 @@ beforeAll(() => ensureImage(), 40 * 60_000);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe("scripts/build-image", () => {
-  it("reuses every stage when nothing changed, in under 60 s", () => {
+  it("reuses every stage when nothing changed, in under 60 s, and leaves dist/image as it was", () => {
+    const before = statSync(join(IMAGE_DIR, "disk.raw")).mtimeMs;
     const r = buildImage();
     expect(r.status).toBe(0);
     for (const stage of ["rootfs", "customize", "usr", "root", "esp", "disk"])
       expect(r.stderr).toMatch(new RegExp(`${stage}\\s+cached`));
     expect(r.seconds).toBeLessThan(60);
+    expect(r.stderr).toMatch(/dist\/image already holds this build, unchanged since: left as is/);
+    expect(statSync(join(IMAGE_DIR, "disk.raw")).mtimeMs).toBe(before);
     expect(r.stderr).toMatch(/build-image: warm build \(every stage reused\) took \d+\.\d s/);
     const build = JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8"));
     expect(Object.values(build.stages).every((s) => (s as { cached: boolean }).cached)).toBe(true);

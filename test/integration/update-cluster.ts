@@ -47,6 +47,12 @@ export interface UpdateClusterOptions {
   leaseSeconds: number;
 }
 
+/**
+ * Its releases are built apart from update-e2e's (same versions): scripts/test runs the two files
+ * side by side, and a rebuild rewrites a variant's outputs.
+ */
+const releaseDirs = (version: string) => variantDirs(`cluster-${version}`);
+
 export class UpdateCluster {
   private constructor(
     readonly cluster: Cluster,
@@ -57,7 +63,7 @@ export class UpdateCluster {
 
   static async start(opts: UpdateClusterOptions): Promise<UpdateCluster> {
     ensureImage();
-    for (const version of opts.versions) buildVariant({ ...variantDirs(version), version });
+    for (const version of opts.versions) buildVariant({ ...releaseDirs(version), version });
     const work = mkdtempSync(join(tmpdir(), "flotilla-update-cluster-"));
     const server = await ChannelServer.start(join(work, "channels"));
     const def = JSON.parse(readFileSync(join(REPO, "image/definition.json"), "utf8")) as Definition;
@@ -93,7 +99,7 @@ export class UpdateCluster {
   /** Publishes a built test release on the stable channel. */
   async release(version: string): Promise<void> {
     await makeRelease({
-      payload: join(variantDirs(version).out, "payload"),
+      payload: join(releaseDirs(version).out, "payload"),
       key: KEY,
       channel: "stable",
       out: join(this.work, "channels"),
