@@ -17,7 +17,7 @@ export interface BuildRun {
 export function buildImage(args: string[] = [], timeoutMs = 30 * 60_000): BuildRun {
   const t0 = Date.now();
   // Niced like the VMs (image-vm.ts): the machines of tests running beside it come first.
-  const r = spawnSync("nice", ["-n", "10", join(REPO, "scripts/build-image"), ...args], {
+  const r = spawnSync("nice", ["-n", "19", join(REPO, "scripts/build-image"), ...args], {
     cwd: REPO,
     encoding: "utf8",
     timeout: timeoutMs,

@@ -104,9 +104,9 @@ export class Vm {
       `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${this.sshPort}-:22,hostfwd=tcp:127.0.0.1:${this.apiPort}-:7480`,
     ];
     if (this.opts.ignition) args.push("-fw_cfg", `name=${FW_CFG_NAME},file=${this.opts.ignition}`);
-    // Under TCG a VM takes every core it can get; at a lower priority it leaves them to etcd and
+    // Under TCG a VM takes every core it can get; at the lowest priority it leaves them to etcd and
     // the machines under test when scripts/test runs the VM tests beside the others.
-    const proc = spawn("nice", ["-n", "10", "qemu-system-x86_64", ...args], {
+    const proc = spawn("nice", ["-n", "19", "qemu-system-x86_64", ...args], {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";
