@@ -24,9 +24,6 @@ export interface BuiltParts {
   disk: Awaited<ReturnType<typeof diskStage>>;
 }
 
-const PAYLOAD = ["usr.squashfs", "usr.verity", "vmlinuz", "initrd", "manifest.json"];
-const FILES = ["disk.raw", "disk.qcow2", ...PAYLOAD.map((f) => `payload/${f}`)];
-
 async function stampOf(file: string): Promise<FileStamp> {
   const s = await stat(file);
   return { size: s.size, mtimeMs: s.mtimeMs };
@@ -44,11 +41,11 @@ export async function currentOutputs(out: string, source: string): Promise<Stamp
   } catch {
     return undefined;
   }
+  // The stamps list every file writeOutputs wrote, so a missing or changed one shows here.
   if (recorded.source !== source || !recorded.outputs) return undefined;
-  for (const file of FILES) {
-    const want = recorded.outputs[file];
+  for (const [file, want] of Object.entries(recorded.outputs)) {
     const have = await stampOf(join(out, file)).catch(() => undefined);
-    if (!want || !have || want.size !== have.size || want.mtimeMs !== have.mtimeMs) return undefined;
+    if (!have || want.size !== have.size || want.mtimeMs !== have.mtimeMs) return undefined;
   }
   return recorded.outputs;
 }
@@ -87,6 +84,11 @@ export async function writeOutputs(out: string, def: Definition, parts: BuiltPar
   };
   await writeFile(join(payload, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
   const stamps: Stamps = {};
-  for (const file of FILES) stamps[file] = await stampOf(join(out, file));
+  const written = [
+    "disk.raw",
+    "disk.qcow2",
+    ...[...Object.keys(files), "manifest.json"].map((f) => `payload/${f}`),
+  ];
+  for (const file of written) stamps[file] = await stampOf(join(out, file));
   return stamps;
 }
