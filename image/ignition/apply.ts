@@ -356,9 +356,10 @@ class Transaction {
     await this.ensureDir(dirname(real));
     const tmp = this.tmpBeside(real);
     this.journal.push(() => rm(tmp, { force: true }));
-    if (w.kind === "symlink") await symlink(w.target, tmp);
-    else if (w.kind === "hardlink") await link(at(this.root, w.target), tmp);
-    else {
+    if (w.kind === "symlink" || w.kind === "hardlink") {
+      if (w.kind === "symlink") await symlink(w.target, tmp);
+      else await link(at(this.root, w.target), tmp);
+    } else {
       const old = await lstatOrUndefined(real);
       await writeFile(tmp, w.data, { mode: w.mode ?? 0o644 });
       const mode = w.mode ?? (old ? old.mode & 0o7777 : 0o644);

@@ -19,7 +19,8 @@ export type Write =
   | { kind: "dir"; path: string; where: string; mode: number; owner?: { uid: number; gid: number } }
   /** A new user's home with /etc/skel's files. */
   | { kind: "home"; path: string; where: string; owner: { uid: number; gid: number } }
-  | { kind: "symlink" | "hardlink"; path: string; where: string; target: string; overwrite: boolean };
+  | { kind: "symlink"; path: string; where: string; target: string; overwrite: boolean }
+  | { kind: "hardlink"; path: string; where: string; target: string; overwrite: boolean };
 
 /** What is at a write's path on the target root, its parents' links resolved. */
 export interface PathFact {
@@ -75,7 +76,7 @@ export function planWrites(plan: Plan, users: UserOutcome[]): Write[] {
   });
   plan.links.forEach((l, i) => {
     writes.push({
-      kind: l.hard ? "hardlink" : "symlink",
+      kind: l.hard ? ("hardlink" as const) : ("symlink" as const),
       path: l.path,
       where: `storage.links[${i}]`,
       target: l.target,
@@ -147,6 +148,7 @@ export function checkWrites(writes: Write[], facts: Map<string, PathFact>): Prob
     if (w.kind === "dir" || w.kind === "home") {
       if (f.kind !== "missing" && f.kind !== "dir") add("exists and is not a directory");
     } else if (f.kind === "dir") add("is an existing directory");
+    else if (f.kind === "other") add("exists and is not a regular file or a link");
     else if (!w.overwrite && f.kind !== "missing") add("already exists and overwrite is not true");
   }
   return problems;
