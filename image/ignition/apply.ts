@@ -229,9 +229,17 @@ export async function applyPlan(plan: Plan, t: Target, now = new Date()): Promis
     const failed = { path: "$", message: `applying failed: ${(err as Error).message}` };
     const undo = [
       ...(await tx.rollback()),
-      ...(await restoreLinks(at(t.root, UNIT_DIR), units).catch((e: Error) => [`unit links: ${e.message}`])),
+      ...(await restoreLinks(at(t.root, UNIT_DIR), units).then(
+        () => [],
+        (e: Error) => [`unit links: ${e.message}`],
+      )),
     ];
-    if (t.live) execFileSync("systemctl", ["daemon-reload"], { stdio: "ignore" });
+    if (t.live)
+      try {
+        execFileSync("systemctl", ["daemon-reload"], { stdio: "ignore" });
+      } catch (e) {
+        undo.push(`systemctl daemon-reload: ${(e as Error).message}`);
+      }
     if (undo.length > 0)
       throw new ApplyError(
         [failed, ...undo.map((message) => ({ path: "$", message: `rollback failed: ${message}` }))],
@@ -283,7 +291,7 @@ async function snapshotLinks(dir: string): Promise<Map<string, string | undefine
 }
 
 /** Puts the unit directory's links back as they were; directories made since (e.g. foo.target.wants) go. */
-async function restoreLinks(dir: string, before: Map<string, string | undefined>): Promise<string[]> {
+async function restoreLinks(dir: string, before: Map<string, string | undefined>): Promise<void> {
   const now = await snapshotLinks(dir);
   for (const [p, target] of now)
     if (target !== undefined && before.get(p) !== target) await rm(p, { force: true });
@@ -293,8 +301,7 @@ async function restoreLinks(dir: string, before: Map<string, string | undefined>
       await symlink(target, p);
     }
   const made = [...now].filter(([p, t]) => t === undefined && !before.has(p)).map(([p]) => p);
-  for (const d of made.sort().reverse()) await rmdir(d).catch(() => {});
-  return [];
+  for (const d of made.sort().reverse()) await rmdir(d);
 }
 
 type Staged = { tmp: string; target: string };
