@@ -4,6 +4,15 @@
 
 import { gunzipSync } from "node:zlib";
 
+/** Size limits, so a config cannot exhaust a small machine's memory before it is even checked. */
+export interface Limits {
+  /** The config document itself, in bytes. */
+  maxConfigBytes: number;
+  /** All `contents` together after base64 and gzip decoding, enforced while inflating. */
+  maxContentBytes: number;
+}
+export const DEFAULT_LIMITS: Limits = { maxConfigBytes: 4 * 2 ** 20, maxContentBytes: 64 * 2 ** 20 };
+
 export interface Problem {
   /** Where in the config, e.g. `storage.files[1].mode`; `$` for the whole document. */
   path: string;
@@ -14,6 +23,28 @@ export interface PlanUser {
   name: string;
   sshAuthorizedKeys: string[];
   groups: string[];
+  passwordHash?: string;
+  uid?: number;
+  /** The primary group's name (Ignition's `primaryGroup`); default: a new group named like the user. */
+  primaryGroup?: string;
+  homeDir?: string;
+  shell?: string;
+  noCreateHome: boolean;
+}
+export interface PlanGroup {
+  name: string;
+  gid?: number;
+  passwordHash?: string;
+}
+export interface PlanLink {
+  path: string;
+  target: string;
+  hard: boolean;
+  overwrite: boolean;
+}
+export interface KernelArguments {
+  shouldExist: string[];
+  shouldNotExist: string[];
 }
 export interface PlanFile {
   path: string;
@@ -34,32 +65,26 @@ export interface PlanUnit {
 }
 export interface Plan {
   users: PlanUser[];
+  groups: PlanGroup[];
   directories: PlanDirectory[];
   files: PlanFile[];
+  links: PlanLink[];
   units: PlanUnit[];
+  kernelArguments: KernelArguments;
 }
 
 export const SUPPORTED_VERSIONS = ["3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0"];
 
 /** Ignition fields that exist upstream but that Flotilla does not implement, per object. */
 const KNOWN_UNSUPPORTED: Record<string, string[]> = {
-  root: ["kernelArguments"],
+  root: [],
   ignition: ["config", "timeouts", "security", "proxy"],
-  passwd: ["groups"],
-  user: [
-    "passwordHash",
-    "uid",
-    "gecos",
-    "homeDir",
-    "noCreateHome",
-    "primaryGroup",
-    "noUserGroup",
-    "noLogInit",
-    "shell",
-    "system",
-    "shouldExist",
-  ],
-  storage: ["disks", "raid", "filesystems", "links", "luks"],
+  passwd: [],
+  user: ["gecos", "noUserGroup", "noLogInit", "system", "shouldExist"],
+  group: ["system", "shouldExist"],
+  link: ["user", "group"],
+  kernelArguments: [],
+  storage: ["disks", "raid", "filesystems", "luks"],
   file: ["append", "user", "group"],
   contents: ["verification", "httpHeaders"],
   directory: ["overwrite", "user", "group"],
@@ -135,6 +160,26 @@ class Checker {
     return v as number;
   }
 
+  /** A user or group ID useradd would accept (not the reserved 65535 or 2^32-1). */
+  id(v: unknown, path: string): number | undefined {
+    if (v === undefined || v === null) return undefined;
+    if (!Number.isInteger(v) || (v as number) < 0 || (v as number) > 2 ** 32 - 2 || v === 65535) {
+      this.add(path, `must be an integer ID from 0 to 4294967294 (not 65535), got ${describe(v)}`);
+      return undefined;
+    }
+    return v as number;
+  }
+
+  /** A field of /etc/passwd, /etc/shadow or /etc/group: one line, no colon. */
+  field(v: unknown, path: string): string | undefined {
+    const s = this.string(v, path, false);
+    if (s !== undefined && /[:\n\r\0]/.test(s)) {
+      this.add(path, "must not contain a colon, a newline or NUL");
+      return undefined;
+    }
+    return s;
+  }
+
   /** Absolute, normalized, and writable on this OS (/usr is the read-only verity image). */
   fsPath(v: unknown, path: string): string | undefined {
     const p = this.string(v, path, true);
@@ -184,8 +229,51 @@ const USER_NAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const SSH_KEY =
   /^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) [A-Za-z0-9+/=]+( .*)?$/;
 
+/**
+ * Gunzips within `maxBytes`: zlib stops and throws as soon as the output passes the cap, so a
+ * small bomb costs at most the cap in memory, never its inflated size.
+ */
+export function gunzipCapped(data: Buffer, maxBytes: number): Buffer {
+  try {
+    return gunzipSync(data, { maxOutputLength: Math.max(1, maxBytes) });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE")
+      throw new Error(`inflates to more than the ${maxBytes} bytes left of the content limit`);
+    if ((err as Error).message === "incorrect header check") throw new Error("is not gzip data");
+    throw err;
+  }
+}
+
+/** One kernel argument as the boot loader entry's `options` holds it: no whitespace or quotes. */
+const KERNEL_ARG = /^[^\s"']+$/;
+
+/**
+ * A command line with `shouldExist` arguments appended when absent and every `shouldNotExist`
+ * argument removed, as upstream Ignition applies kernelArguments. Arguments compare as whole words.
+ */
+export function applyKernelArguments(cmdline: string, args: KernelArguments): string {
+  const words = cmdline.trim().split(/\s+/).filter(Boolean);
+  const kept = words.filter((w) => !args.shouldNotExist.includes(w));
+  for (const a of args.shouldExist) if (!kept.includes(a)) kept.push(a);
+  return kept.join(" ");
+}
+
 /** Parses and validates a config; `plan` is set only when there are no problems. */
-export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } {
+export function parseConfig(
+  text: string,
+  limits: Limits = DEFAULT_LIMITS,
+): { plan?: Plan; problems: Problem[] } {
+  const size = Buffer.byteLength(text);
+  if (size > limits.maxConfigBytes)
+    return {
+      problems: [
+        {
+          path: "$",
+          message: `the config is ${size} bytes, over the limit of ${limits.maxConfigBytes} (see docs/ignition.md, Limits)`,
+        },
+      ],
+    };
+  let contentBudget = limits.maxContentBytes;
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -193,8 +281,16 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
     return { problems: [{ path: "$", message: `not valid JSON: ${(err as Error).message}` }] };
   }
   const c = new Checker();
-  const plan: Plan = { users: [], directories: [], files: [], units: [] };
-  const root = c.object(doc, "$", "root", ["ignition", "passwd", "storage", "systemd"]);
+  const plan: Plan = {
+    users: [],
+    groups: [],
+    directories: [],
+    files: [],
+    links: [],
+    units: [],
+    kernelArguments: { shouldExist: [], shouldNotExist: [] },
+  };
+  const root = c.object(doc, "$", "root", ["ignition", "passwd", "storage", "systemd", "kernelArguments"]);
   if (!root) return { problems: c.problems };
 
   const ign =
@@ -210,11 +306,41 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
   }
 
   if (root.passwd !== undefined) {
-    const passwd = c.object(root.passwd, "passwd", "passwd", ["users"]);
+    const passwd = c.object(root.passwd, "passwd", "passwd", ["users", "groups"]);
+    const seenGroups = new Set<string>();
+    c.array(passwd?.groups, "passwd.groups").forEach((g, i) => {
+      const p = `passwd.groups[${i}]`;
+      const group = c.object(g, p, "group", ["name", "gid", "passwordHash"]);
+      if (!group) return;
+      const name = c.string(group.name, `${p}.name`, true);
+      if (name !== undefined && !USER_NAME.test(name))
+        c.add(`${p}.name`, `${JSON.stringify(name)} is not a valid group name`);
+      else if (name !== undefined && seenGroups.has(name))
+        c.add(`${p}.name`, `group ${name} is listed twice`);
+      if (name !== undefined) seenGroups.add(name);
+      const gid = c.id(group.gid, `${p}.gid`);
+      const passwordHash = c.field(group.passwordHash, `${p}.passwordHash`);
+      if (name !== undefined)
+        plan.groups.push({
+          name,
+          ...(gid === undefined ? {} : { gid }),
+          ...(passwordHash === undefined ? {} : { passwordHash }),
+        });
+    });
     const seen = new Set<string>();
     c.array(passwd?.users, "passwd.users").forEach((u, i) => {
       const p = `passwd.users[${i}]`;
-      const user = c.object(u, p, "user", ["name", "sshAuthorizedKeys", "groups"]);
+      const user = c.object(u, p, "user", [
+        "name",
+        "sshAuthorizedKeys",
+        "groups",
+        "passwordHash",
+        "uid",
+        "primaryGroup",
+        "homeDir",
+        "noCreateHome",
+        "shell",
+      ]);
       if (!user) return;
       const name = c.string(user.name, `${p}.name`, true);
       if (name !== undefined && !USER_NAME.test(name))
@@ -236,12 +362,36 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
           c.add(`${p}.groups[${j}]`, `${JSON.stringify(group)} is not a valid group name`);
         return group === undefined ? [] : [group];
       });
-      if (name !== undefined) plan.users.push({ name, sshAuthorizedKeys: keys, groups });
+      const passwordHash = c.field(user.passwordHash, `${p}.passwordHash`);
+      const uid = c.id(user.uid, `${p}.uid`);
+      const primaryGroup = c.string(user.primaryGroup, `${p}.primaryGroup`, false);
+      if (primaryGroup !== undefined && !USER_NAME.test(primaryGroup))
+        c.add(`${p}.primaryGroup`, `${JSON.stringify(primaryGroup)} is not a valid group name`);
+      const homeDir =
+        user.homeDir === undefined || user.homeDir === null
+          ? undefined
+          : c.fsPath(user.homeDir, `${p}.homeDir`);
+      const shell = c.field(user.shell, `${p}.shell`);
+      if (shell !== undefined && !shell.startsWith("/"))
+        c.add(`${p}.shell`, `must be an absolute path, got ${JSON.stringify(shell)}`);
+      const noCreateHome = c.boolean(user.noCreateHome, `${p}.noCreateHome`) ?? false;
+      if (name !== undefined)
+        plan.users.push({
+          name,
+          sshAuthorizedKeys: keys,
+          groups,
+          noCreateHome,
+          ...(passwordHash === undefined ? {} : { passwordHash }),
+          ...(uid === undefined ? {} : { uid }),
+          ...(primaryGroup === undefined ? {} : { primaryGroup }),
+          ...(homeDir === undefined ? {} : { homeDir }),
+          ...(shell === undefined ? {} : { shell }),
+        });
     });
   }
 
   if (root.storage !== undefined) {
-    const storage = c.object(root.storage, "storage", "storage", ["files", "directories"]);
+    const storage = c.object(root.storage, "storage", "storage", ["files", "directories", "links"]);
     const seen = new Map<string, string>();
     const claim = (path: string, where: string) => {
       const prior = seen.get(path);
@@ -267,6 +417,7 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
       const mode = c.mode(file.mode, `${p}.mode`, 0o644);
       const overwrite = c.boolean(file.overwrite, `${p}.overwrite`) ?? false;
       let contents: Buffer = Buffer.alloc(0);
+      let hasSource = false;
       if (file.contents !== undefined && file.contents !== null) {
         const cont = c.object(file.contents, `${p}.contents`, "contents", ["source", "compression"]);
         const source = c.string(cont?.source, `${p}.contents.source`, false);
@@ -274,20 +425,43 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
         if (compression !== "" && compression !== "gzip")
           c.add(`${p}.contents.compression`, `must be "gzip" or empty, got ${JSON.stringify(compression)}`);
         if (source !== undefined) {
+          hasSource = true;
           try {
             contents = decodeDataUrl(source);
-            if (compression === "gzip") contents = gunzipSync(contents);
+            if (compression === "gzip") contents = gunzipCapped(contents, contentBudget);
+            if (contents.length > contentBudget)
+              throw new Error(`is more than the ${contentBudget} bytes left of the content limit`);
+            contentBudget -= contents.length;
           } catch (err) {
-            c.add(
-              `${p}.contents.source`,
-              (err as Error).message.replace(/^incorrect header check$/, "is not gzip data"),
-            );
+            c.add(`${p}.contents.source`, (err as Error).message);
           }
         }
       }
+      // Upstream refuses this too: it would replace whatever is there with an empty file.
+      if (overwrite && !hasSource)
+        c.add(
+          `${p}.overwrite`,
+          "is true without contents.source: that would empty the file; give contents or drop overwrite",
+        );
       if (path !== undefined) {
         claim(path, `${p}.path`);
         plan.files.push({ path, mode, contents, overwrite });
+      }
+    });
+    c.array(storage?.links, "storage.links").forEach((l, i) => {
+      const p = `storage.links[${i}]`;
+      const link = c.object(l, p, "link", ["path", "target", "hard", "overwrite"]);
+      if (!link) return;
+      const path = c.fsPath(link.path, `${p}.path`);
+      const hard = c.boolean(link.hard, `${p}.hard`) ?? false;
+      const overwrite = c.boolean(link.overwrite, `${p}.overwrite`) ?? false;
+      // A hard link's target is a file on this machine; a symlink's may be relative or dangling.
+      const target = hard ? c.fsPath(link.target, `${p}.target`) : c.string(link.target, `${p}.target`, true);
+      if (target !== undefined && (target === "" || target.includes("\0")))
+        c.add(`${p}.target`, "must be a non-empty path");
+      else if (path !== undefined && target !== undefined) {
+        claim(path, `${p}.path`);
+        plan.links.push({ path, target, hard, overwrite });
       }
     });
   }
@@ -329,14 +503,44 @@ export function parseConfig(text: string): { plan?: Plan; problems: Problem[] } 
     });
   }
 
+  if (root.kernelArguments !== undefined) {
+    const ka = c.object(root.kernelArguments, "kernelArguments", "kernelArguments", [
+      "shouldExist",
+      "shouldNotExist",
+    ]);
+    const list = (key: "shouldExist" | "shouldNotExist") =>
+      c.array(ka?.[key], `kernelArguments.${key}`).flatMap((a, i) => {
+        const ap = `kernelArguments.${key}[${i}]`;
+        const arg = c.string(a, ap, true);
+        if (arg !== undefined && !KERNEL_ARG.test(arg)) {
+          c.add(ap, `must be one kernel argument without spaces or quotes, got ${JSON.stringify(arg)}`);
+          return [];
+        }
+        return arg === undefined ? [] : [arg];
+      });
+    plan.kernelArguments = { shouldExist: list("shouldExist"), shouldNotExist: list("shouldNotExist") };
+    for (const a of plan.kernelArguments.shouldExist)
+      if (plan.kernelArguments.shouldNotExist.includes(a))
+        c.add("kernelArguments", `${a} is in both shouldExist and shouldNotExist`);
+  }
+
   return c.problems.length > 0 ? { problems: c.problems } : { plan, problems: [] };
 }
 
-/** The operator-facing report: one line per problem. */
-export function formatProblems(source: string, problems: Problem[]): string {
+/** What a failed run left on the machine, for the report's last line. */
+export type Left = "nothing" | "rolled back" | "partly";
+
+const LEFT: Record<Left, string> = {
+  nothing: "nothing was applied",
+  "rolled back": "what had been written was rolled back, the system is as it was before",
+  partly: "the rollback was incomplete (see above): the system is PARTLY provisioned",
+};
+
+/** The operator-facing report: one line per problem, and honestly what is left behind. */
+export function formatProblems(source: string, problems: Problem[], left: Left = "nothing"): string {
   return [
     `flotilla-ignition: provisioning FAILED: ${problems.length} problem${problems.length > 1 ? "s" : ""} in the config from ${source}:`,
     ...problems.map((p) => `flotilla-ignition:   ${p.path}: ${p.message}`),
-    "flotilla-ignition: nothing was applied and flotilla-agent will not start; fix the config and reboot.",
+    `flotilla-ignition: ${LEFT[left]} and flotilla-agent will not start; fix the config and reboot.`,
   ].join("\n");
 }

@@ -38,7 +38,9 @@ describe("Ignition subset: valid configs", () => {
       }),
     );
     expect(problems).toEqual([]);
-    expect(plan?.users).toEqual([{ name: "core", sshAuthorizedKeys: [KEY], groups: ["systemd-journal"] }]);
+    expect(plan?.users).toEqual([
+      { name: "core", sshAuthorizedKeys: [KEY], groups: ["systemd-journal"], noCreateHome: false },
+    ]);
     expect(plan?.directories).toEqual([{ path: "/var/lib/app", mode: 0o750 }]);
     expect(plan?.files.map((f) => [f.path, f.mode, f.contents.toString(), f.overwrite])).toEqual([
       ["/etc/hostname", 0o644, "node-1\n", false],
@@ -95,8 +97,8 @@ describe("Ignition subset: every problem is named", () => {
     const problems = problemsOf(
       cfg({
         storage: { disks: [], files: [{ path: "/etc/a", append: [] }] },
-        passwd: { users: [{ name: "core", passwordHash: "x", sshAuthorisedKeys: [] }] },
-        kernelArguments: {},
+        passwd: { users: [{ name: "core", gecos: "x", sshAuthorisedKeys: [] }] },
+        kernelArguments: { shouldExist: [] },
         sytemd: {},
       }),
     );
@@ -104,13 +106,12 @@ describe("Ignition subset: every problem is named", () => {
       expect.arrayContaining([
         "storage.disks: is not supported by Flotilla (see docs/ignition.md)",
         "storage.files[0].append: is not supported by Flotilla (see docs/ignition.md)",
-        "passwd.users[0].passwordHash: is not supported by Flotilla (see docs/ignition.md)",
+        "passwd.users[0].gecos: is not supported by Flotilla (see docs/ignition.md)",
         expect.stringMatching(/^passwd.users\[0\].sshAuthorisedKeys: unknown field/),
-        "kernelArguments: is not supported by Flotilla (see docs/ignition.md)",
         expect.stringMatching(/^sytemd: unknown field/),
       ]),
     );
-    expect(problems).toHaveLength(6);
+    expect(problems).toHaveLength(5);
   });
 
   it("checks paths, modes, keys, sources, and unit names", () => {
