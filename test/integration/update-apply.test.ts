@@ -419,7 +419,7 @@ describe("updater on a disk image", () => {
     const signed = JSON.parse(readFileSync(join(channels, "drip/latest.json"), "utf8")) as SignedManifest;
     const dir = join(m.state, "1.1.0");
     await expect(
-      downloadRelease(server.url("drip") + "1.1.0/", signed.manifest, dir, {
+      downloadRelease(`${server.url("drip")}1.1.0/`, signed.manifest, dir, {
         log: createLogger("silent"),
         deadlineMs: 1500,
       }),
