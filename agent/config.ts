@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { validateRegistryLocation } from "./containers/registries.js";
 import { parseVersion } from "./update/decide.js";
+import { channelOfURL } from "./update/manifest.js";
 
 export interface AgentConfig {
   etcdEndpoints: string[];
@@ -215,6 +216,9 @@ const SETTERS: Record<string, Setter> = {
   "update-channel-url": (cfg, raw) => {
     if (raw !== "" && !/^https?:\/\/[^/]+/.test(raw))
       return `must be an http(s) URL or "", got ${JSON.stringify(raw)}`;
+    // Manifests must name the channel they are fetched from: the URL's last segment.
+    if (raw !== "" && !channelOfURL(raw))
+      return `must end in a channel name (a-z 0-9 . -), e.g. http://updates.example/channels/stable/, got ${JSON.stringify(raw)}`;
     // Release paths are resolved against it: it names a directory.
     cfg.updateChannelURL = raw === "" || raw.endsWith("/") ? raw : `${raw}/`;
     return undefined;

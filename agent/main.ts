@@ -20,6 +20,7 @@ import {
 import { feedServiceCache, ServiceCache } from "./discovery/cache.js";
 import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
+import { applyContainerFence } from "./fence/apply.js";
 import { createLogger, type Logger } from "./log.js";
 import type { Machine } from "./model.js";
 import { Reconciler } from "./reconcile/reconciler.js";
@@ -69,6 +70,9 @@ async function main(args: string[]): Promise<void> {
     ...(apiPort ? { apiURL: `http://${publicIP}:${apiPort}` } : {}),
   };
   log.info({ version: AGENT_VERSION, etcd: cfg.etcdEndpoints, publicIP, metadata: cfg.metadata }, "starting");
+
+  // Before the API listens: bridged containers never reach it or etcd (docs/security.md).
+  await applyContainerFence(cfg, log.child({ part: "fence" }));
 
   const client = createEtcdClient(cfg.etcdEndpoints);
   const keys = new Keys(cfg.etcdPrefix);

@@ -27,7 +27,10 @@ const { Vm, freePort } = await import(join(tools, "image-vm.mjs"));
 
 function timedBuild() {
   const t0 = Date.now();
-  execFileSync(join(repo, "scripts/build-image"), { cwd: repo, stdio: ["ignore", "ignore", "inherit"] });
+  execFileSync(join(repo, "scripts/build-image"), ["--test-keys"], {
+    cwd: repo,
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   return (Date.now() - t0) / 1000;
 }
 

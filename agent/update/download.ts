@@ -13,6 +13,7 @@ import { finished, pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import type { Logger } from "../log.js";
 import { UpdateError } from "./errors.js";
+import { DeadlineError, withDeadline } from "./fetch.js";
 import {
   checkFile,
   type Manifest,
@@ -32,12 +33,24 @@ export interface DownloadOptions {
   log: Logger;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
+  /** Overrides each file's deadline (payloadDeadlineMs), for tests. */
+  deadlineMs?: number;
 }
 
 /** Transfers tried per file before giving up on network errors (each resumes the last). */
 const ATTEMPTS = 5;
 /** Wait before the n-th retry: n × this. */
 const RETRY_DELAY_MS = 2000;
+/**
+ * Each file has an overall deadline, retries included: this much, plus its size at the slowest
+ * rate we wait for. A slow-drip server ends in an error; the part is kept and resumed next check.
+ */
+const DEADLINE_BASE_MS = 5 * 60_000;
+const DEADLINE_MIN_BYTES_PER_S = 128 * 1024;
+
+export function payloadDeadlineMs(compressedSize: number): number {
+  return DEADLINE_BASE_MS + Math.ceil((compressedSize / DEADLINE_MIN_BYTES_PER_S) * 1000);
+}
 
 /** The verified compressed files of a release, by name. */
 export type Downloaded = Record<ReleaseFileName, string>;
@@ -92,12 +105,19 @@ async function downloadFile(
     }
   }
   const part = `${dest}.part`;
+  const limitMs = opts.deadlineMs ?? payloadDeadlineMs(file.compressedSize);
+  const deadline = withDeadline(limitMs, opts.signal);
+  const timed = { ...opts, signal: deadline.signal };
   for (let attempt = 1; ; attempt++) {
     try {
-      await transfer(url, part, name, file, opts, log, progress);
+      await transfer(url, part, name, file, timed, log, progress);
       await rename(part, dest);
       return dest;
     } catch (err) {
+      if (deadline.expired())
+        throw new DeadlineError(
+          `${name}: GET ${url}: not complete within ${Math.round(limitMs / 1000)} s (deadline for ${file.compressedSize} bytes); what arrived is kept and resumed at the next check`,
+        );
       if (err instanceof UpdateError) {
         // Wrong content is never resumed: the bytes we have are part of the problem.
         await rm(part, { force: true });

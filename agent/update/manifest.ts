@@ -32,6 +32,12 @@ export interface Manifest {
   channel: string;
   /** ISO 8601; waves count from it. */
   publishedAt: string;
+  /**
+   * ISO 8601: machines refuse the manifest after it (plus MANIFEST_CLOCK_SKEW_SECONDS), so an old
+   * signed manifest cannot hold a machine on an old release forever. `scripts/release refresh`
+   * signs the channel again with a later one.
+   */
+  expires: string;
   kernelVersion: string;
   verity: { rootHash: string; dataBlockSize: number; hashBlockSize: number };
   /** Each slot's kernel command line, from the image build's payload manifest. */
@@ -51,7 +57,31 @@ export interface TrustedKey {
 }
 
 const HEX64 = /^[0-9a-f]{64}$/;
-const CHANNEL = /^[a-z0-9][a-z0-9.-]*$/;
+export const CHANNEL_NAME = /^[a-z0-9][a-z0-9.-]*$/;
+
+/** How far a machine's clock may be behind the signer's before a fresh manifest reads as expired. */
+export const MANIFEST_CLOCK_SKEW_SECONDS = 300;
+
+/** What the fetching machine expects of a manifest: the channel it asked, and its clock. */
+export interface ManifestContext {
+  channel: string;
+  now: Date;
+}
+
+/**
+ * The channel of a channel URL: its last path segment (`…/channels/stable/` → `stable`), as the
+ * channel layout names it (docs/updates.md). undefined when that is not a channel name.
+ */
+export function channelOfURL(url: string): string | undefined {
+  let path: string;
+  try {
+    path = new URL(url).pathname;
+  } catch {
+    return undefined;
+  }
+  const last = path.replace(/\/+$/, "").split("/").pop() ?? "";
+  return CHANNEL_NAME.test(last) ? last : undefined;
+}
 
 /** Sorted-key JSON without whitespace: what is signed, so re-serialising a manifest keeps it valid. */
 export function canonicalBytes(m: Manifest): Buffer {
@@ -127,9 +157,11 @@ const short = (id: string) => `${id.slice(0, 8)}…`;
 
 /**
  * Checks a downloaded manifest document: shape, at least one signature by a trusted key over the
- * canonical bytes, then every field. Returns the manifest; throws UpdateError naming the problem.
+ * canonical bytes, then every field; with `context` (a machine fetching it), that it names the
+ * channel it was fetched from and has not expired. Returns the manifest; throws UpdateError
+ * naming the problem.
  */
-export function verifyManifest(doc: unknown, trusted: TrustedKey[]): Manifest {
+export function verifyManifest(doc: unknown, trusted: TrustedKey[], context?: ManifestContext): Manifest {
   if (!isObject(doc) || !isObject(doc.manifest) || !Array.isArray(doc.signatures))
     throw new UpdateError("manifest", "manifest: not a signed manifest (expected {manifest, signatures[]})");
   if (trusted.length === 0)
@@ -157,7 +189,27 @@ export function verifyManifest(doc: unknown, trusted: TrustedKey[]): Manifest {
       "signature",
       `manifest signature: invalid signature by ${known.map((s) => short(s.keyId)).join(", ")} (the manifest was altered after signing)`,
     );
-  return checkManifest(doc.manifest);
+  const m = checkManifest(doc.manifest);
+  if (context) checkFreshness(m, context);
+  return m;
+}
+
+/**
+ * A good signature says who made a manifest, not that it is meant for this channel or still
+ * current: a `beta` manifest served at the `stable` URL, or an old one replayed, is refused.
+ */
+function checkFreshness(m: Manifest, { channel, now }: ManifestContext): void {
+  if (m.channel !== channel)
+    throw new UpdateError(
+      "channel",
+      `manifest channel: signed for channel "${m.channel}", but fetched from channel "${channel}" (a manifest served at the wrong URL)`,
+    );
+  const expires = Date.parse(m.expires);
+  if (now.getTime() > expires + MANIFEST_CLOCK_SKEW_SECONDS * 1000)
+    throw new UpdateError(
+      "expired",
+      `manifest expires: ${m.version} on channel "${m.channel}" expired at ${m.expires} (now ${now.toISOString()}, ${MANIFEST_CLOCK_SKEW_SECONDS} s of clock skew allowed): the channel was not re-signed in time (scripts/release refresh), or an old manifest is being replayed`,
+    );
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -193,11 +245,15 @@ function checkManifest(m: Record<string, unknown>): Manifest {
   const version = str(m, "version", "version");
   if (!parseVersion(version)) fail("version", `${JSON.stringify(version)} is not MAJOR.MINOR.PATCH`);
   const channel = str(m, "channel", "channel");
-  if (!CHANNEL.test(channel))
+  if (!CHANNEL_NAME.test(channel))
     fail("channel", `${JSON.stringify(channel)} is not a channel name (a-z 0-9 . -)`);
   const publishedAt = str(m, "publishedAt", "publishedAt");
   if (Number.isNaN(Date.parse(publishedAt)))
     fail("publishedAt", `${JSON.stringify(publishedAt)} is not a date`);
+  const expires = str(m, "expires", "expires");
+  if (Number.isNaN(Date.parse(expires))) fail("expires", `${JSON.stringify(expires)} is not a date`);
+  if (Date.parse(expires) <= Date.parse(publishedAt))
+    fail("expires", `${expires} is not after publishedAt ${publishedAt}`);
   str(m, "kernelVersion", "kernelVersion");
   const verity = obj(m, "verity", "verity");
   if (!HEX64.test(str(verity, "rootHash", "verity.rootHash")))

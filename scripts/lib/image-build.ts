@@ -13,11 +13,19 @@ export interface BuildRun {
   seconds: number;
 }
 
-/** Runs the build (synchronously: it is the only thing a test waits for at that point). */
-export function buildImage(args: string[] = [], timeoutMs = 30 * 60_000): BuildRun {
+/**
+ * Runs the build (synchronously: it is the only thing a test waits for at that point). Tests build
+ * test images, which trust the committed test key (`--test-keys`) unless `testKeys` is false.
+ */
+export function buildImage(
+  args: string[] = [],
+  timeoutMs = 30 * 60_000,
+  { testKeys = true }: { testKeys?: boolean } = {},
+): BuildRun {
   const t0 = Date.now();
   // Niced like the VMs (image-vm.ts): the machines of tests running beside it come first.
-  const r = spawnSync("nice", ["-n", "19", join(REPO, "scripts/build-image"), ...args], {
+  const argv = [join(REPO, "scripts/build-image"), ...(testKeys ? ["--test-keys"] : []), ...args];
+  const r = spawnSync("nice", ["-n", "19", ...argv], {
     cwd: REPO,
     encoding: "utf8",
     timeout: timeoutMs,

@@ -2,12 +2,13 @@
 // server can serve (layout and formats: docs/updates.md).
 //   release keygen --out DIR
 //   release make --payload dist/image/payload --key K.pem --channel stable --out channels/
-//                [--version V] [--waves 10:0,50:1h,100:2h]
+//                [--version V] [--waves 10:0,50:1h,100:2h] [--expires-in 14d]
+//   release refresh --key K.pem --channel stable --out channels/ [--expires-in 14d]
 
 import { createHash, createPublicKey, generateKeyPairSync } from "node:crypto";
 import { createReadStream, createWriteStream, existsSync } from "node:fs";
-import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
@@ -15,16 +16,26 @@ import { createGzip } from "node:zlib";
 import { compareVersions, parseVersion } from "../../agent/update/decide.js";
 import { UpdateError } from "../../agent/update/errors.js";
 import {
+  CHANNEL_NAME,
   keyId,
   type Manifest,
+  parseTrustedKeys,
   RELEASE_FILES,
   type ReleaseFile,
   type ReleaseFileName,
   type SignedManifest,
   signManifest,
+  type TrustedKey,
   verifyManifest,
 } from "../../agent/update/manifest.js";
-import { parseWaves } from "../../agent/update/waves.js";
+import { parseDuration, parseWaves } from "../../agent/update/waves.js";
+
+/**
+ * How long a signed manifest stays valid by default. Machines refuse it afterwards, so the channel
+ * must be re-signed (`refresh`) before then: long enough to survive a missed run of a daily job,
+ * short enough that a replayed old manifest holds machines back for two weeks at most.
+ */
+export const DEFAULT_VALIDITY_SECONDS = 14 * 86400;
 
 type Log = (line: string) => void;
 const stderrLog: Log = (line) => process.stderr.write(`release: ${line}\n`);
@@ -153,6 +164,8 @@ export interface MakeOptions {
   out: string;
   version?: string;
   waves?: string;
+  /** Seconds from now until the manifest expires (DEFAULT_VALIDITY_SECONDS). */
+  expiresIn?: number;
   log?: Log;
 }
 
@@ -165,8 +178,8 @@ export async function makeRelease(
   o: MakeOptions,
 ): Promise<{ dir: string; signed: SignedManifest; latest: boolean }> {
   const log = o.log ?? stderrLog;
-  if (!/^[a-z0-9][a-z0-9.-]*$/.test(o.channel))
-    throw new UpdateError("release", `channel "${o.channel}": use a-z, 0-9, '.' and '-'`);
+  checkChannel(o.channel);
+  const expiresIn = checkValidity(o.expiresIn);
   const waves = o.waves === undefined ? undefined : parseWaves(o.waves);
   const privatePem = await readFile(o.key, "utf8").catch((err: Error) => {
     throw new UpdateError("release", `signing key ${o.key}: ${err.message}`);
@@ -200,12 +213,14 @@ export async function makeRelease(
         path,
       };
     }
+    const now = new Date();
     const manifest: Manifest = {
       format: 1,
       name: "flotilla",
       version,
       channel: o.channel,
-      publishedAt: new Date().toISOString(),
+      publishedAt: now.toISOString(),
+      expires: new Date(now.getTime() + expiresIn * 1000).toISOString(),
       kernelVersion: payload.kernelVersion,
       verity: payload.verity,
       cmdline: payload.cmdline,
@@ -216,10 +231,13 @@ export async function makeRelease(
     // What clients will do, with the key that signed: catches a manifest this tool got wrong.
     const signer = signed.signatures[0] as SignedManifest["signatures"][number];
     const publicKeyPem = createPublicKey(privatePem).export({ format: "pem", type: "spki" }).toString();
-    verifyManifest(JSON.parse(JSON.stringify(signed)), [{ keyId: signer.keyId, publicKeyPem }]);
+    verifyManifest(JSON.parse(JSON.stringify(signed)), [{ keyId: signer.keyId, publicKeyPem }], {
+      channel: o.channel,
+      now,
+    });
     await writeFile(join(tmp, "manifest.json"), `${JSON.stringify(signed, null, 2)}\n`);
     await rename(tmp, dir);
-    log(`signed by ${signer.keyId}: ${dir}/manifest.json`);
+    log(`signed by ${signer.keyId}, expires ${manifest.expires}: ${dir}/manifest.json`);
 
     const latestPath = join(channelDir, "latest.json");
     const current = await readFile(latestPath, "utf8").then(
@@ -228,8 +246,7 @@ export async function makeRelease(
     );
     const latest = current === undefined || compareVersions(version, current) > 0;
     if (latest) {
-      await writeFile(`${latestPath}.tmp`, `${JSON.stringify(signed, null, 2)}\n`);
-      await rename(`${latestPath}.tmp`, latestPath);
+      await writeAtomically(latestPath, signed);
       log(`${latestPath} → ${version}`);
     } else log(`${latestPath} stays at ${current} (newer than ${version})`);
     return { dir, signed, latest };
@@ -238,9 +255,102 @@ export async function makeRelease(
   }
 }
 
+function checkChannel(channel: string): void {
+  if (!CHANNEL_NAME.test(channel))
+    throw new UpdateError("release", `channel "${channel}": use a-z, 0-9, '.' and '-'`);
+}
+
+function checkValidity(seconds: number | undefined): number {
+  const s = seconds ?? DEFAULT_VALIDITY_SECONDS;
+  if (!Number.isSafeInteger(s) || s < 60)
+    throw new UpdateError("release", `expires-in ${s} s: a manifest must stay valid for at least a minute`);
+  return s;
+}
+
+async function writeAtomically(path: string, doc: SignedManifest): Promise<void> {
+  await writeFile(`${path}.tmp`, `${JSON.stringify(doc, null, 2)}\n`);
+  await rename(`${path}.tmp`, path);
+}
+
+export interface RefreshOptions {
+  key: string;
+  channel: string;
+  out: string;
+  expiresIn?: number;
+  log?: Log;
+}
+
+/**
+ * Signs every manifest of a channel again (each `<version>/manifest.json` and `latest.json`) with
+ * a new `expires`, as TUF re-signs its timestamp metadata: the operator's periodic duty, so that
+ * machines keep trusting the channel (docs/updates.md, "Expiry"). Nothing else changes, so the
+ * release files and their hashes stay valid. Each manifest must verify first, by the signing key
+ * or another `*.pub.pem` beside it (a rotation), so a refresh never launders a tampered one.
+ */
+export async function refreshChannel(o: RefreshOptions): Promise<{ refreshed: string[]; expires: string }> {
+  const log = o.log ?? stderrLog;
+  checkChannel(o.channel);
+  const expiresIn = checkValidity(o.expiresIn);
+  const privatePem = await readFile(o.key, "utf8").catch((err: Error) => {
+    throw new UpdateError("release", `signing key ${o.key}: ${err.message}`);
+  });
+  let publicKeyPem: string;
+  try {
+    publicKeyPem = createPublicKey(privatePem).export({ format: "pem", type: "spki" }).toString();
+  } catch (err) {
+    throw new UpdateError("release", `signing key ${o.key}: ${(err as Error).message}`);
+  }
+  const own: TrustedKey = { keyId: keyId(publicKeyPem), publicKeyPem };
+  const keyDir = dirname(resolve(o.key));
+  const beside = (await readdir(keyDir)).filter((n) => n.endsWith(".pub.pem"));
+  const trusted = [
+    own,
+    ...parseTrustedKeys(
+      await Promise.all(
+        beside.map(async (name) => ({ name, text: await readFile(join(keyDir, name), "utf8") })),
+      ),
+    ),
+  ];
+  const channelDir = resolve(o.out, o.channel);
+  const entries = await readdir(channelDir).catch((err: Error) => {
+    throw new UpdateError("release", `channel ${channelDir}: ${err.message}`);
+  });
+  const paths = [
+    ...entries.filter((e) => parseVersion(e)).map((v) => join(channelDir, v, "manifest.json")),
+    ...(entries.includes("latest.json") ? [join(channelDir, "latest.json")] : []),
+  ];
+  if (paths.length === 0) throw new UpdateError("release", `channel ${channelDir}: no release to refresh`);
+  const now = new Date();
+  const expires = new Date(now.getTime() + expiresIn * 1000).toISOString();
+  // Everything is checked before anything is written: a refresh is all or nothing.
+  const signed: [string, SignedManifest][] = [];
+  for (const path of paths) {
+    let doc: unknown;
+    try {
+      doc = JSON.parse(await readFile(path, "utf8"));
+    } catch (err) {
+      throw new UpdateError("release", `${path}: ${(err as Error).message}`);
+    }
+    let m: Manifest;
+    try {
+      // Expired or not: refreshing an expired channel is exactly the point.
+      m = verifyManifest(doc, trusted);
+    } catch (err) {
+      throw new UpdateError("release", `${path}: ${(err as Error).message}; not refreshed`);
+    }
+    if (m.channel !== o.channel)
+      throw new UpdateError("release", `${path}: signed for channel "${m.channel}", not "${o.channel}"`);
+    signed.push([path, signManifest({ ...m, expires }, privatePem)]);
+  }
+  for (const [path, doc] of signed) await writeAtomically(path, doc);
+  log(`${signed.length} manifest(s) of ${o.channel} signed by ${own.keyId}, valid until ${expires}`);
+  return { refreshed: paths, expires };
+}
+
 const USAGE = `usage:
   scripts/release keygen --out DIR
-  scripts/release make --payload DIR --key KEY.pem --channel NAME --out DIR [--version V] [--waves 10:0,50:1h,100:2h]`;
+  scripts/release make --payload DIR --key KEY.pem --channel NAME --out DIR [--version V] [--waves 10:0,50:1h,100:2h] [--expires-in 14d]
+  scripts/release refresh --key KEY.pem --channel NAME --out DIR [--expires-in 14d]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -251,6 +361,7 @@ async function main(argv: string[]): Promise<void> {
     channel: { type: "string" },
     version: { type: "string" },
     waves: { type: "string" },
+    "expires-in": { type: "string" },
   } as const;
   let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof options }>>["values"];
   try {
@@ -263,6 +374,13 @@ async function main(argv: string[]): Promise<void> {
     if (v === undefined) throw new UsageError(`${command}: --${k} is required`);
     return v;
   };
+  const expiresIn = (): number | undefined => {
+    const raw = values["expires-in"];
+    if (raw === undefined) return undefined;
+    const s = parseDuration(raw);
+    if (s === undefined) throw new UsageError(`--expires-in ${raw}: use seconds or a duration like 12h, 14d`);
+    return s;
+  };
   if (command === "keygen") {
     const { keyId: id } = await keygen(need("out"));
     process.stdout.write(`${id}\n`);
@@ -274,8 +392,17 @@ async function main(argv: string[]): Promise<void> {
       out: need("out"),
       version: values.version,
       waves: values.waves,
+      expiresIn: expiresIn(),
     });
     process.stdout.write(`${dir}\n`);
+  } else if (command === "refresh") {
+    const { expires } = await refreshChannel({
+      key: need("key"),
+      channel: need("channel"),
+      out: need("out"),
+      expiresIn: expiresIn(),
+    });
+    process.stdout.write(`${expires}\n`);
   } else throw new UsageError(command ? `unknown command "${command}"` : "no command");
 }
 

@@ -1,4 +1,4 @@
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, readFileSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -19,6 +19,12 @@ export class ChannelServer {
   readonly requests: ServedRequest[] = [];
   /** Path → bytes: the next response for that path stops after them and the connection drops. */
   readonly cutOnce = new Map<string, number>();
+  /**
+   * Path → a hostile answer: `endless` sends a 200 that never ends, as fast as the client reads;
+   * `drip` sends the file one byte every 200 ms. `sent` counts the bytes written to the socket.
+   */
+  readonly hostile = new Map<string, "endless" | "drip">();
+  sent = 0;
 
   private constructor(
     readonly root: string,
@@ -37,6 +43,21 @@ export class ChannelServer {
           status,
           ...(req.headers.range ? { range: req.headers.range } : {}),
         });
+      const hostile = cs.hostile.get(urlPath);
+      if (hostile === "endless") {
+        record(200);
+        res.writeHead(200, { "content-type": "application/json" });
+        const chunk = Buffer.from(`{"manifest":"${"x".repeat(64 * 1024)}`);
+        const more = () => {
+          while (!res.destroyed) {
+            cs.sent += chunk.length;
+            if (!res.write(chunk)) break;
+          }
+        };
+        res.on("drain", more);
+        more();
+        return;
+      }
       let size: number;
       try {
         const st = statSync(file);
@@ -69,6 +90,21 @@ export class ChannelServer {
       });
       if (req.method === "HEAD") {
         res.end();
+        return;
+      }
+      if (hostile === "drip") {
+        const bytes = readFileSync(file).subarray(start, end + 1);
+        let at = 0;
+        const timer = setInterval(() => {
+          if (res.destroyed || at >= bytes.length) {
+            clearInterval(timer);
+            res.end();
+            return;
+          }
+          res.write(bytes.subarray(at, ++at));
+          cs.sent++;
+        }, 200);
+        res.on("close", () => clearInterval(timer));
         return;
       }
       const cut = cs.cutOnce.get(urlPath);

@@ -1,7 +1,9 @@
 // The image build's bad-input paths: a misspelled package fails before any long stage, naming it;
-// a partition too small for its content fails naming the partition and both sizes. And a build
+// a partition too small for its content fails naming the partition and both sizes; without
+// --test-keys the committed test key is refused, and so is an image without keys. And a build
 // with nothing changed reuses every stage and leaves its outputs alone.
 
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -73,6 +75,49 @@ describe("scripts/build-image", () => {
     expect(r.stderr).toMatch(/"version" must be MAJOR.MINOR.PATCH/);
     expect(r.stderr).toMatch(/"partitions.oem" is missing/);
   }, 60_000);
+
+  it("without --test-keys: refuses the committed test key, and an image trusting no key, saying what to do", () => {
+    const none = buildImage(["--out", join(work, "out-nokeys")], 120_000, { testKeys: false });
+    expect(none.status).toBe(1);
+    expect(none.stderr).toMatch(
+      /build-image: error: no update signing keys: the image would trust no release\. Make a key pair with `scripts\/release keygen --out keys\/`.* build with `--update-keys keys\/`.* or build a test image with --test-keys/,
+    );
+    const testKey = join(REPO, "test/fixtures/update-keys/00dd9a95a776d12b.pub.pem");
+    const given = buildImage(
+      ["--update-keys", "test/fixtures/update-keys", "--out", join(work, "out-testkey")],
+      120_000,
+      { testKeys: false },
+    );
+    expect(given.status).toBe(1);
+    expect(given.stderr).toContain(
+      `build-image: error: update key ${testKey} is the committed test key 00dd9a95a776d12b: its private half is in test/fixtures/update-keys/, so anyone could sign releases this image installs.`,
+    );
+    // Refused before any stage (and before apt): seconds.
+    for (const r of [none, given]) {
+      expect(r.stderr).not.toMatch(/packages resolve|rootfs\s+(building|cached)/);
+      expect(r.seconds).toBeLessThan(60);
+    }
+  }, 300_000);
+
+  it("a test image records the keys it trusts, in build.json and in the image", () => {
+    const build = JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8"));
+    expect(build.updateKeys).toEqual({ keyIds: ["00dd9a95a776d12b"], testKeys: true });
+    const tree = execFileSync(join(REPO, "scripts/build-image"), ["--rootfs-only", "--test-keys"], {
+      cwd: REPO,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    })
+      .trim()
+      .split("\n")
+      .pop() as string;
+    expect(JSON.parse(readFileSync(join(tree, "usr/share/flotilla/update-keys.json"), "utf8"))).toEqual({
+      keyIds: ["00dd9a95a776d12b"],
+      testKeys: true,
+    });
+    expect(readFileSync(join(tree, "usr/share/flotilla/update-keys/00dd9a95a776d12b.pub.pem"), "utf8")).toBe(
+      readFileSync(join(REPO, "test/fixtures/update-keys/00dd9a95a776d12b.pub.pem"), "utf8"),
+    );
+  }, 120_000);
 
   it("the last build is within budget (and is reported against Flatcar's)", () => {
     const sizes = (JSON.parse(readFileSync(join(IMAGE_DIR, "build.json"), "utf8")) as { sizes: Sizes }).sizes;

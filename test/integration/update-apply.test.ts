@@ -17,9 +17,11 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../agent/log.js";
 import { Disk } from "../../agent/update/disk.js";
+import { downloadRelease } from "../../agent/update/download.js";
 import {
   type Manifest,
   RELEASE_FILES,
@@ -87,14 +89,18 @@ function payload(
   return { dir, files };
 }
 
-/** A copy of the good release under another channel, changed by `alter` (files or manifest). */
+/**
+ * A copy of the good release under another channel (its manifest signed again for that channel),
+ * changed by `alter` (files or manifest).
+ */
 function variant(
   channel: string,
   alter: (dir: string, signed: SignedManifest) => SignedManifest | undefined,
 ): void {
   const dir = join(channels, channel, "1.1.0");
   cpSync(join(channels, "good", "1.1.0"), dir, { recursive: true });
-  const signed = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as SignedManifest;
+  const good = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as SignedManifest;
+  const signed = signManifest({ ...good.manifest, channel }, readFileSync(KEY, "utf8"));
   const doc = alter(dir, signed) ?? signed;
   writeFileSync(join(dir, "manifest.json"), JSON.stringify(doc));
   writeFileSync(join(channels, channel, "latest.json"), JSON.stringify(doc));
@@ -217,7 +223,27 @@ beforeAll(async () => {
     m.files["usr.squashfs"].sha256 = sha256(Buffer.from("another build's /usr"));
     return signManifest(m, readFileSync(KEY, "utf8"));
   });
+  variant("wrong-channel", (_dir, signed) =>
+    signManifest({ ...signed.manifest, channel: "beta" }, readFileSync(KEY, "utf8")),
+  );
+  variant("expired", (_dir, signed) => {
+    const day = 86400_000;
+    const published = Date.now() - 30 * day;
+    return signManifest(
+      {
+        ...signed.manifest,
+        publishedAt: new Date(published).toISOString(),
+        expires: new Date(published + 14 * day).toISOString(),
+      },
+      readFileSync(KEY, "utf8"),
+    );
+  });
+  // Served as hostile answers by the server (below); the files only need to exist.
+  for (const channel of ["endless", "drip"]) variant(channel, () => undefined);
   server = await ChannelServer.start(channels, "127.0.0.1");
+  server.hostile.set("/endless/latest.json", "endless");
+  server.hostile.set("/drip/latest.json", "drip");
+  server.hostile.set("/drip/1.1.0/usr.squashfs.gz", "drip");
 }, 60_000);
 
 afterAll(async () => {
@@ -316,6 +342,92 @@ describe("updater on a disk image", () => {
       expect((await readState(m.state)).pending).toBeUndefined();
     },
   );
+
+  it.each([
+    [
+      "wrong-channel",
+      /manifest channel: signed for channel "beta", but fetched from channel "wrong-channel"/,
+    ],
+    [
+      "expired",
+      /manifest expires: 1\.1\.0 on channel "expired" expired at .* \(now .*, 300 s of clock skew allowed\)/,
+    ],
+  ])(
+    "refuses the %s manifest before any download: an error status, only latest.json fetched",
+    async (channel, error) => {
+      const m = new TestMachine();
+      const before = server.requests.length;
+      await m.updater(channel).pass("test");
+      expect(m.last.state).toBe("error");
+      expect(m.last.detail).toMatch(error);
+      expect(server.requests.slice(before).map((r) => r.path)).toEqual([`/${channel}/latest.json`]);
+      expect(existsSync(join(m.state, "1.1.0"))).toBe(false);
+      expect(m.entries()).toEqual(["flotilla-a.conf"]);
+    },
+  );
+
+  /** An updater whose error logs are kept, to show what the operator sees in the journal. */
+  function logged(m: TestMachine, channel: string, extra: Partial<UpdaterDeps> = {}) {
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    return {
+      updater: m.updater(channel, { log, ...extra }),
+      errors: () => lines.filter((l) => l.level >= 50),
+    };
+  }
+
+  it("an endless latest.json: stopped at the 1 MiB cap, reported as an error, and no more read", async () => {
+    const m = new TestMachine();
+    const { updater, errors } = logged(m, "endless");
+    server.sent = 0;
+    const t0 = performance.now();
+    await updater.pass("test");
+    const seconds = (performance.now() - t0) / 1000;
+    expect(m.last.state).toBe("error");
+    expect(m.last.detail).toMatch(
+      /latest\.json: the answer is larger than 1048576 bytes \(size cap\); not a manifest/,
+    );
+    expect(errors().map((l) => l.msg)).toEqual([m.last.detail]);
+    // The client hung up: the server could only fill the socket buffers past the cap.
+    await new Promise((r) => setTimeout(r, 500));
+    const sent = server.sent;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(server.sent).toBe(sent);
+    expect(sent).toBeLessThan(16 * MiB);
+    process.stderr.write(
+      `update-apply: endless latest.json refused after ${seconds.toFixed(2)} s, ${(sent / MiB).toFixed(1)} MiB sent\n`,
+    );
+  });
+
+  it("a slow-drip latest.json: the check ends at its deadline with an error, nothing downloaded", async () => {
+    const m = new TestMachine();
+    const { updater, errors } = logged(m, "drip", { manifestDeadlineMs: 2000 });
+    const before = server.requests.length;
+    const t0 = performance.now();
+    await updater.pass("test");
+    const seconds = (performance.now() - t0) / 1000;
+    expect(m.last.state).toBe("error");
+    expect(m.last.detail).toMatch(/latest\.json: no complete answer within 2 s \(deadline\)/);
+    expect(errors().map((l) => l.msg)).toEqual([m.last.detail]);
+    expect(seconds).toBeGreaterThanOrEqual(2);
+    expect(seconds).toBeLessThan(4);
+    expect(server.requests.slice(before).map((r) => r.path)).toEqual(["/drip/latest.json"]);
+  });
+
+  it("a slow-drip payload file ends at its deadline; what arrived is kept for the next check", async () => {
+    const m = new TestMachine();
+    const signed = JSON.parse(readFileSync(join(channels, "drip/latest.json"), "utf8")) as SignedManifest;
+    const dir = join(m.state, "1.1.0");
+    await expect(
+      downloadRelease(`${server.url("drip")}1.1.0/`, signed.manifest, dir, {
+        log: createLogger("silent"),
+        deadlineMs: 1500,
+      }),
+    ).rejects.toThrow(
+      /^usr\.squashfs: GET .*usr\.squashfs\.gz: not complete within 2 s \(deadline for \d+ bytes\); what arrived is kept/,
+    );
+    expect(readdirSync(dir)).toEqual(["usr.squashfs.gz.part"]);
+  });
 
   it("etcd-lock: takes the lock, drains, reboots; the new boot holds the lease until blessed, then releases it", async () => {
     const m = new TestMachine();

@@ -15,7 +15,7 @@ import {
   verifyManifest,
 } from "../../agent/update/manifest.js";
 import { eligibleAt } from "../../agent/update/waves.js";
-import { keygen, makeRelease } from "../../scripts/lib/release.js";
+import { DEFAULT_VALIDITY_SECONDS, keygen, makeRelease } from "../../scripts/lib/release.js";
 
 const RELEASE = join(import.meta.dirname, "../../scripts/release");
 const root = mkdtempSync(join(tmpdir(), "flotilla-release-"));
@@ -125,6 +125,87 @@ describe("scripts/release", () => {
       /ch2\/beta\/0\.9\.0 exists: a published version is never rewritten/,
     );
     expect(readdirSync(join(out, "beta")).sort()).toEqual(["0.10.0", "0.2.0", "0.9.0", "latest.json"]);
+  });
+
+  it("manifests expire (14 d by default, --expires-in); refresh signs the channel again with a later expiry", async () => {
+    const { privatePath, keyId } = await keygen(join(root, "k4"), quiet);
+    const out = join(root, "ch4");
+    const made = await makeRelease({
+      payload: payload("e1", "1.0.0"),
+      key: privatePath,
+      channel: "stable",
+      out,
+      log: quiet,
+    });
+    const m1 = made.signed.manifest;
+    expect(Date.parse(m1.expires) - Date.parse(m1.publishedAt)).toBe(DEFAULT_VALIDITY_SECONDS * 1000);
+    const mk = await run([
+      ...["make", "--payload", payload("e2", "1.1.0"), "--key", privatePath],
+      ...["--channel", "stable", "--out", out, "--expires-in", "2h"],
+    ]);
+    expect(mk.code, mk.stderr).toBe(0);
+    const m2 = readJson(join(out, "stable/1.1.0/manifest.json")).manifest;
+    expect(Date.parse(m2.expires) - Date.parse(m2.publishedAt)).toBe(2 * 3600_000);
+    const files = readFileSync(join(out, "stable/1.1.0/usr.squashfs.gz"));
+
+    const r = await run([
+      "refresh",
+      "--key",
+      privatePath,
+      "--channel",
+      "stable",
+      "--out",
+      out,
+      "--expires-in",
+      "30d",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(
+      `release: 3 manifest(s) of stable signed by ${keyId}, valid until ${r.stdout.trim()}`,
+    );
+    const expires = Date.parse(r.stdout.trim());
+    expect(expires - Date.now()).toBeGreaterThan(30 * 86400_000 - 60_000);
+    for (const path of ["stable/1.0.0/manifest.json", "stable/1.1.0/manifest.json", "stable/latest.json"]) {
+      const doc = readJson(join(out, path));
+      // Signed again, valid for a machine on the channel well past the old expiry.
+      const m = verifyManifest(doc, trustedIn(join(root, "k4")), {
+        channel: "stable",
+        now: new Date(Date.now() + 20 * 86400_000),
+      });
+      expect(m.expires).toBe(new Date(expires).toISOString());
+    }
+    const latest = readJson(join(out, "stable/latest.json")).manifest;
+    expect({ ...latest, expires: m2.expires }).toEqual(m2);
+    expect(readFileSync(join(out, "stable/1.1.0/usr.squashfs.gz")).equals(files)).toBe(true);
+
+    // A tampered manifest is not laundered by a refresh, and nothing is written.
+    const tampered = readJson(join(out, "stable/1.0.0/manifest.json"));
+    tampered.manifest.files.initrd.sha256 = "0".repeat(64);
+    writeFileSync(join(out, "stable/1.0.0/manifest.json"), JSON.stringify(tampered));
+    const before = readFileSync(join(out, "stable/latest.json"), "utf8");
+    const bad = await run(["refresh", "--key", privatePath, "--channel", "stable", "--out", out]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(
+      /1\.0\.0\/manifest\.json: manifest signature: invalid signature by .*; not refreshed/,
+    );
+    expect(readFileSync(join(out, "stable/latest.json"), "utf8")).toBe(before);
+    expect(
+      (
+        await run([
+          "make",
+          "--payload",
+          "x",
+          "--key",
+          "k",
+          "--channel",
+          "c",
+          "--out",
+          "o",
+          "--expires-in",
+          "soon",
+        ])
+      ).stderr,
+    ).toContain("--expires-in soon: use seconds or a duration like 12h, 14d");
   });
 
   it("refuses a missing payload file, a manifest that does not match its files, a bad waves spec, a bad key", async () => {

@@ -44,4 +44,10 @@ describe("updater settings", () => {
     for (const flag of flags)
       expect(() => resolveConfig(undefined, {}, flags)).toThrow(`flag ${flag.slice(0, flag.indexOf("="))}: `);
   });
+
+  it("the channel URL must end in the channel's name: manifests are checked against it", () => {
+    expect(() => resolveConfig(undefined, {}, ["--update-channel-url=http://updates.example/"])).toThrow(
+      'flag --update-channel-url: must end in a channel name (a-z 0-9 . -), e.g. http://updates.example/channels/stable/, got "http://updates.example/"',
+    );
+  });
 });

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { UpdateError } from "../../agent/update/errors.js";
 import {
   canonicalBytes,
+  channelOfURL,
   checkFile,
   keyId,
   type Manifest,
@@ -37,6 +38,7 @@ const manifest: Manifest = {
   version: "0.2.0",
   channel: "stable",
   publishedAt: "2025-03-01T10:00:00.000Z",
+  expires: "2025-03-15T10:00:00.000Z",
   kernelVersion: "6.1.0-56-cloud-amd64",
   verity: { rootHash: "a".repeat(64), dataBlockSize: 4096, hashBlockSize: 4096 },
   cmdline: { A: "usrhash=a USR-A", B: "usrhash=a USR-B" },
@@ -200,6 +202,60 @@ describe("manifest fields (correctly signed, still refused)", () => {
   });
 });
 
+describe("channel binding and expiry (a machine fetching the manifest)", () => {
+  const signed = () => wire(signManifest(manifest, k1.privatePem));
+  const at = (iso: string) => new Date(iso);
+
+  it("the channel's manifest, before it expires (and within the clock skew after), verifies", () => {
+    for (const now of ["2025-03-01T10:00:00.000Z", "2025-03-15T10:00:00.000Z", "2025-03-15T10:04:59.000Z"])
+      expect(verifyManifest(signed(), [k1.trusted], { channel: "stable", now: at(now) }).version).toBe(
+        "0.2.0",
+      );
+  });
+
+  it("a manifest signed for beta served at the stable URL is refused, naming both", () => {
+    const beta = wire(signManifest({ ...manifest, channel: "beta" }, k1.privatePem));
+    const e = errorOf(() =>
+      verifyManifest(beta, [k1.trusted], { channel: "stable", now: at("2025-03-02T00:00:00Z") }),
+    );
+    expect(e.code).toBe("channel");
+    expect(e.message).toBe(
+      'manifest channel: signed for channel "beta", but fetched from channel "stable" (a manifest served at the wrong URL)',
+    );
+  });
+
+  it("past expires plus the clock skew allowance, the manifest is refused", () => {
+    const e = errorOf(() =>
+      verifyManifest(signed(), [k1.trusted], { channel: "stable", now: at("2025-03-15T10:05:01.000Z") }),
+    );
+    expect(e.code).toBe("expired");
+    expect(e.message).toMatch(
+      /^manifest expires: 0\.2\.0 on channel "stable" expired at 2025-03-15T10:00:00\.000Z \(now 2025-03-15T10:05:01\.000Z, 300 s of clock skew allowed\)/,
+    );
+  });
+
+  it("expires is required, signed, a date, and after publishedAt", () => {
+    const { expires: _, ...noExpiry } = manifest;
+    const check = (m: unknown) =>
+      errorOf(() => verifyManifest(wire(signManifest(m as Manifest, k1.privatePem)), [k1.trusted]));
+    expect(check(noExpiry).message).toBe("manifest expires: missing");
+    expect(check({ ...manifest, expires: "soon" }).message).toBe('manifest expires: "soon" is not a date');
+    expect(check({ ...manifest, expires: manifest.publishedAt }).message).toMatch(/is not after publishedAt/);
+    // Extending the expiry without the key breaks the signature.
+    const doc = signed() as { manifest: Manifest };
+    doc.manifest.expires = "2099-01-01T00:00:00.000Z";
+    expect(() => verifyManifest(doc, [k1.trusted])).toThrow(/invalid signature/);
+  });
+
+  it("a channel URL's channel is its last path segment", () => {
+    expect(channelOfURL("http://u.example/channels/stable/")).toBe("stable");
+    expect(channelOfURL("https://u.example/x/beta-2")).toBe("beta-2");
+    expect(channelOfURL("http://u.example/")).toBeUndefined();
+    expect(channelOfURL("http://u.example/Stable/")).toBeUndefined();
+    expect(channelOfURL("not a url")).toBeUndefined();
+  });
+});
+
 describe("trusted keys", () => {
   it("key id: 16 hex digits, the same for the key however it is wrapped", () => {
     expect(k1.trusted.keyId).toMatch(/^[0-9a-f]{16}$/);
@@ -230,13 +286,11 @@ describe("trusted keys", () => {
     );
   });
 
-  it("the image trusts the development key of test/fixtures/update-keys, named by its key id", () => {
-    const dir = new URL("../../image/files/usr/share/flotilla/update-keys/", import.meta.url);
+  it("the committed test key pair (test images trust it) is named by its key id", () => {
     const fixtures = new URL("../fixtures/update-keys/", import.meta.url);
-    const entries = readdirSync(dir).map((name) => ({
-      name,
-      text: readFileSync(new URL(name, dir), "utf8"),
-    }));
+    const entries = readdirSync(fixtures)
+      .filter((name) => name.endsWith(".pub.pem"))
+      .map((name) => ({ name, text: readFileSync(new URL(name, fixtures), "utf8") }));
     const [dev] = parseTrustedKeys(entries);
     expect(entries.map((e) => e.name)).toEqual([`${dev?.keyId}.pub.pem`]);
     const privatePem = readFileSync(new URL(`${dev?.keyId}.pem`, fixtures), "utf8");

@@ -18,6 +18,7 @@ import { dirname, join, relative } from "node:path";
 import { build } from "esbuild";
 import type { StageCache, StageResult } from "../cache.js";
 import type { Definition } from "../definition.js";
+import { IMAGE_KEY_DIR, IMAGE_KEY_RECORD, type UpdateKeys } from "../update-keys.js";
 import { BuildError, hashFile, hashTree, log, run, sha256, stageCode } from "../util.js";
 
 export interface CustomizeInputs {
@@ -27,6 +28,8 @@ export interface CustomizeInputs {
   node: string;
   /** Copied over the tree after image/files. */
   extraFiles?: string;
+  /** The update signing keys the image trusts (update-keys.ts). */
+  updateKeys: UpdateKeys;
 }
 
 /** A stand-in for dist/agent.js while the agent does not build yet; it never registers. */
@@ -56,6 +59,7 @@ export async function customizeStage(
     files: await hashTree(join(repo, "image", "files")),
     ignition: await hashTree(join(repo, "image", "ignition")),
     ...(src.extraFiles ? { extraFiles: await hashTree(src.extraFiles) } : {}),
+    updateKeys: src.updateKeys.hash,
   };
   if (placeholderAgent)
     log("customize", `warning: ${src.agent} is missing; the image gets a placeholder agent`);
@@ -64,6 +68,7 @@ export async function customizeStage(
     await run("cp", ["-a", join(rootfs.dir, "tree"), tree]);
     await run("cp", ["-a", `${join(repo, "image", "files")}/.`, tree]);
     if (src.extraFiles) await run("cp", ["-a", `${src.extraFiles}/.`, tree]);
+    await installUpdateKeys(tree, src.updateKeys);
     const lib = join(tree, "usr/lib/flotilla");
     // Paths as units/flotilla-agent.service expects them (the same in nspawn test machines).
     await mkdir(join(lib, "dist"), { recursive: true });
@@ -105,6 +110,16 @@ export async function customizeStage(
   });
   const kernelVersion = (await readFile(join(result.dir, "kernel-version"), "utf8")).trim();
   return { ...result, kernelVersion, placeholderAgent };
+}
+
+/** The chosen keys, and a record of every key the image trusts (the build also puts it in build.json). */
+async function installUpdateKeys(tree: string, keys: UpdateKeys): Promise<void> {
+  await mkdir(join(tree, IMAGE_KEY_DIR), { recursive: true });
+  for (const k of keys.install) await writeFile(join(tree, IMAGE_KEY_DIR, k.name), k.text);
+  await writeFile(
+    join(tree, IMAGE_KEY_RECORD),
+    `${JSON.stringify({ keyIds: keys.keyIds, testKeys: keys.testKeys }, null, 2)}\n`,
+  );
 }
 
 async function configureEtc(tree: string, def: Definition, unitNames: string[]): Promise<void> {

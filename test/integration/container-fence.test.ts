@@ -1,0 +1,134 @@
+// The container fence on a real machine (docs/security.md, "Container fence"): a [Container] unit
+// running as User=65534 on the bridge network, probed with `podman exec`, cannot connect to its
+// machine's API (on the machine's address or the bridge gateway) or to etcd (on the host bridge,
+// where the harness runs it), while DNS answers and an ordinary server beside etcd stays reachable.
+// The table is the agent's: deleted, the same probes get through; the agent restarted, it is back;
+// podman creating and removing a network leaves it alone.
+
+import { copyFile } from "node:fs/promises";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildTestImage, TEST_IMAGE_NAME } from "../fixtures/images/build.js";
+import { Cluster, type Machine } from "../harness/index.js";
+import { EtcdView, fleetctlWith, waitFor, waitForMembers } from "./support.js";
+
+let cluster: Cluster;
+let etcd: EtcdView;
+let m: Machine;
+let control: Server;
+let controlURL: string;
+
+const fc = (args: string[], files: Record<string, string> = {}) => fleetctlWith(m.apiURL, args, files);
+
+async function sh(script: string): Promise<string> {
+  const r = await m.exec(["sh", "-c", script], { timeoutMs: 60_000 });
+  if (r.code !== 0) throw new Error(`${m.name}: ${script}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+/** GET from inside the probe container: the body, or wget's error (e.g. "Connection refused"). */
+async function probe(url: string): Promise<string> {
+  // busybox's own `timeout`: its wget -T crashes on a refused connection.
+  const argv = ["podman", "exec", "systemd-probe", "timeout", "10", "wget", "-q", "-O", "-", url];
+  const r = await m.exec(argv, { timeoutMs: 30_000 });
+  return r.code === 0 ? `open: ${r.stdout}` : `closed: ${r.stderr.trim()}`;
+}
+
+const etcdURL = () => `${cluster.endpoint}/version`;
+const apiURL = (host: string) => `http://${host}:7480/fleet/v1/machines`;
+
+beforeAll(async () => {
+  const { archive } = await buildTestImage();
+  cluster = await Cluster.start({ machines: 1 });
+  m = cluster.machines[0] as Machine;
+  etcd = new EtcdView(cluster.endpoint);
+  // An ordinary HTTP server on the host bridge, beside etcd: the fence is specific, not a wall.
+  control = createServer((_req, res) => res.end("beside etcd\n"));
+  await new Promise<void>((resolve) => control.listen(0, cluster.bridge.ip, resolve));
+  controlURL = `http://${cluster.bridge.ip}:${(control.address() as AddressInfo).port}/`;
+  await copyFile(archive, path.join(cluster.runDir, m.name, "merged", "var", "tmp", "busybox.oci.tar"));
+  await sh("podman load -q -i /var/tmp/busybox.oci.tar && rm /var/tmp/busybox.oci.tar");
+  await waitForMembers(fc, etcd, 1);
+  const unit = [
+    "[Container]",
+    `Image=${TEST_IMAGE_NAME}`,
+    "Pull=never",
+    "User=65534",
+    "Exec=httpd -f -p 8080 -h /var/www",
+    "PublishPort=8090:8080",
+    "PodmanArgs=--init",
+    "",
+  ].join("\n");
+  const start = await fc(["start", "probe.service"], { "probe.service": unit });
+  expect(start.code, start.stderr).toBe(0);
+}, 300_000);
+
+afterAll(async () => {
+  etcd?.close();
+  control?.close();
+  await cluster?.teardown();
+}, 120_000);
+
+describe("the container fence", () => {
+  it("a bridged container as nobody: API and etcd refused, DNS answers, a server beside etcd reachable", async () => {
+    expect((await sh("podman exec systemd-probe id -u")).trim()).toBe("65534");
+    const gateway = /default via (\S+)/.exec(await sh("podman exec systemd-probe ip route"))?.[1];
+    expect(gateway).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+    // From the machine itself (and the host) the API and etcd answer: what is refused is the container.
+    expect(await sh(`curl -sS -m 5 -o /dev/null -w '%{http_code}' ${apiURL(m.ip)}`)).toBe("200");
+
+    const results = {
+      api: await probe(apiURL(m.ip)),
+      apiOnGateway: await probe(apiURL(gateway as string)),
+      etcd: await probe(etcdURL()),
+      besideEtcd: await probe(controlURL),
+    };
+    const refused = (ip: string) => `closed: wget: can't connect to remote host (${ip}): Connection refused`;
+    expect(results).toEqual({
+      api: refused(m.ip),
+      apiOnGateway: refused(gateway as string),
+      etcd: refused(cluster.bridge.ip),
+      besideEtcd: "open: beside etcd\n",
+    });
+
+    // The agent's DNS, on the machine's address (the container's first nameserver), answers.
+    const dns = await waitFor(
+      "probe.service.flotilla resolved in the container",
+      async () => {
+        const r = await m.exec(["podman", "exec", "systemd-probe", "nslookup", "probe.service.flotilla"]);
+        return r.stdout.includes(`Address: ${m.ip}`) ? r.stdout : undefined;
+      },
+      30_000,
+      500,
+    );
+    expect(dns).toContain(`Server:\t\t${m.ip}`);
+    expect(await m.journal("flotilla-agent.service", 500)).toContain(
+      "containers fenced off the API and etcd",
+    );
+  });
+
+  it("it is the agent's table: without it the probes get through; a restarted agent puts it back", async () => {
+    await sh("nft delete table inet flotilla");
+    expect(await probe(apiURL(m.ip))).toMatch(/^open: \{/);
+    expect(await probe(etcdURL())).toMatch(/^open: \{"etcdserver"/);
+
+    await sh("systemctl restart flotilla-agent.service");
+    await waitFor(
+      "the fence back",
+      async () => (await sh("nft list tables")).includes("inet flotilla"),
+      30_000,
+    );
+    expect(await probe(apiURL(m.ip))).toMatch(/Connection refused/);
+    expect(await probe(etcdURL())).toMatch(/Connection refused/);
+  });
+
+  it("survives podman creating and removing networks (netavark's own rules)", async () => {
+    const before = await sh("nft list table inet flotilla");
+    await sh("podman network create fence-test && podman network rm fence-test");
+    expect(await sh("nft list table inet flotilla")).toBe(before);
+    expect(await probe(apiURL(m.ip))).toMatch(/Connection refused/);
+    expect(await probe(controlURL)).toBe("open: beside etcd\n");
+  });
+});
