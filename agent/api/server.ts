@@ -12,7 +12,9 @@ import { chmod, lstat, unlink } from "node:fs/promises";
 import http, { type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
 import net from "node:net";
 import { pipeline } from "node:stream/promises";
+import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
+import { refusalLog } from "../refusals.js";
 import type { Registry } from "../registry/registry.js";
 import type { RebootLock } from "../update/lock.js";
 import type { UpdateStore } from "../update/store.js";
@@ -28,7 +30,9 @@ import {
   runFleetLock,
 } from "./fleetlock.js";
 import { commandTarget, PROXIED_BY_HEADER, parseCommandQuery, proxyGet } from "./flotilla.js";
+import { hostUnitCheck } from "./hostunits.js";
 import { goJSON, parseJSONBody } from "./json.js";
+import { type ApiLimits, clientOf, concurrencyLimit, DEFAULT_API_LIMITS, limitListener } from "./limits.js";
 import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitState } from "./machines.js";
 import { pageTokenFromQuery, paginate } from "./pagination.js";
 import { type FleetLockOp, fleetLockOp, resolveRoute, splitTarget } from "./routes.js";
@@ -75,6 +79,13 @@ export interface ApiDeps {
   services?: ServiceSource;
   /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
   updates?: { lock: RebootLock; store: UpdateStore };
+  /**
+   * The file of the OS's own unit that a cluster unit of this name would shadow, or undefined
+   * (hostunits.ts); such a name is refused. Absent: the real check with the default unit dir.
+   */
+  isHostUnit?: (name: string) => Promise<string | undefined>;
+  /** Connection caps, timeouts and the journal follow cap; absent: DEFAULT_API_LIMITS. */
+  limits?: ApiLimits;
 }
 
 export interface ListenOptions {
@@ -107,6 +118,10 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   const commands = deps.commands ?? new SystemdCommands();
   const serverHeader = `fleetd/${deps.version} (flotilla)`;
   const { registry, log } = deps;
+  const limits = deps.limits ?? DEFAULT_API_LIMITS;
+  const isHostUnit = deps.isHostUnit ?? hostUnitCheck(DEFAULT_CONFIG.unitDir);
+  const refused = refusalLog(log);
+  const follows = concurrencyLimit(limits.journalFollows);
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
     if (!deps.isReady()) throw new ApiError(503, ETCD_UNAVAILABLE);
@@ -130,6 +145,13 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         requireJSON(req, true);
         const body = parseUnitBody(parseJSONBody(await readBody(req, maxBodyBytes)));
         checkUnitPut(route.name, body);
+        const hostFile = await isHostUnit(route.name);
+        if (hostFile !== undefined) {
+          throw new ApiError(
+            409,
+            `unit name ${route.name} is taken by this machine's OS (${hostFile}): a cluster unit of that name would replace the OS's unit; choose another name`,
+          );
+        }
         const put = decideUnitPut(route.name, body, await registry.getUnit(route.name));
         if (put.kind === "setDesiredState") {
           if (!(await registry.setDesiredState(route.name, put.desiredState))) {
@@ -307,8 +329,24 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     const opts = { lines: q.lines, output: q.output };
     if (kind === "unitStatus") return sendJSON(res, 200, await commands.status(name));
     if (!q.follow) return sendJSON(res, 200, await commands.journal(name, opts));
+    const release = follows.acquire();
+    if (release === undefined) {
+      refused(
+        "journal follows",
+        { client: clientOf(req.socket), unit: name },
+        `journal follow refused: ${limits.journalFollows} journals are already followed on this machine`,
+      );
+      throw new ApiError(
+        429,
+        `too many followed journals on this machine: ${limits.journalFollows} at once; try again later, or read it without following`,
+        { "Retry-After": "5" },
+      );
+    }
     const stop = new AbortController();
-    res.on("close", () => stop.abort());
+    res.on("close", () => {
+      release();
+      stop.abort();
+    });
     const stream = commands.followJournal(name, opts, stop.signal);
     res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache" });
     res.flushHeaders();
@@ -352,6 +390,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       if (opts.socketPath) {
         await removeStaleSocket(opts.socketPath);
         const server = http.createServer(handler);
+        limitListener(server, "unix socket", limits.socket, refused);
         servers.push(server);
         await listenOn(server, { path: opts.socketPath });
         socketPath = opts.socketPath;
@@ -364,6 +403,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       if (opts.tcp) {
         const { host, port } = parseHostPort(opts.tcp);
         const server = http.createServer(handler);
+        limitListener(server, "TCP", limits.tcp, refused);
         servers.push(server);
         await listenOn(server, host === "" ? { port } : { host, port });
         const addr = server.address() as net.AddressInfo;

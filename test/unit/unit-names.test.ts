@@ -25,20 +25,12 @@ describe("validateUnitName (systemd's unit_name_is_valid, in fleet's words)", ()
     expect(validateUnitName(name)).toBeUndefined();
   });
 
-  it.each([
-    "automount",
-    "device",
-    "mount",
-    "path",
-    "service",
-    "slice",
-    "socket",
-    "swap",
-    "target",
-    "timer",
-  ])("accepts the unit type %s", (type) => {
-    expect(validateUnitName(`x.${type}`)).toBeUndefined();
-  });
+  it.each(["automount", "device", "mount", "path", "service", "slice", "socket", "swap", "target", "timer"])(
+    "accepts the unit type %s",
+    (type) => {
+      expect(validateUnitName(`x.${type}`)).toBeUndefined();
+    },
+  );
 
   it.each([
     ["", "unit name cannot be empty"],
