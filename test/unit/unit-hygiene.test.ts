@@ -137,9 +137,7 @@ describe("Conflicts and Replaces pattern caps", () => {
     expect(validateRequirements("a.service", tooMany)).toEqual([
       `too many ${option} patterns: ${MAX_PATTERNS + 1}, at most ${MAX_PATTERNS}`,
     ]);
-    const err = apiError(() =>
-      decideUnitPut("a.service", { options: withPatterns(option, 100) }, undefined),
-    );
+    const err = apiError(() => decideUnitPut("a.service", { options: withPatterns(option, 100) }, undefined));
     expect(err.status).toBe(400);
     expect(err.message).toBe(
       `invalid unit options: too many ${option} patterns: 100, at most ${MAX_PATTERNS}`,
