@@ -15,6 +15,7 @@ import { pipeline } from "node:stream/promises";
 import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
 import { refusalLog } from "../refusals.js";
+import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { Registry } from "../registry/registry.js";
 import type { RebootLock } from "../update/lock.js";
 import type { UpdateStore } from "../update/store.js";
@@ -50,6 +51,12 @@ import {
 
 /** Request bodies beyond this are refused with 413. */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * A unit's PUT body: room for the largest unit as JSON even when every character is escaped the
+ * way Go escapes "<" (six bytes), plus per-option keys. A larger body is refused before it is read,
+ * so oversized units cost the agent no memory.
+ */
+export const UNIT_BODY_MAX_BYTES = 512 * 1024;
 export const DEFAULT_SOCKET_MODE = 0o660;
 /** How long a proxied status/journal request may stay silent (the command itself times out at 30 s). */
 const PROXY_TIMEOUT_MS = 40_000;
@@ -143,7 +150,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       }
       case "putUnit": {
         requireJSON(req, true);
-        const body = parseUnitBody(parseJSONBody(await readBody(req, maxBodyBytes)));
+        const text = await readBody(
+          req,
+          Math.min(maxBodyBytes, UNIT_BODY_MAX_BYTES),
+          ` for a unit (a unit file may have at most ${UNIT_MAX_BYTES} bytes)`,
+        );
+        const body = parseUnitBody(parseJSONBody(text));
         checkUnitPut(route.name, body);
         const hostFile = await isHostUnit(route.name);
         if (hostFile !== undefined) {
@@ -456,9 +468,9 @@ function requireJSON(req: IncomingMessage, required: boolean): void {
  * drained rather than the socket destroyed, so the client still gets the 413; the connection
  * is then closed.
  */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readBody(req: IncomingMessage, limit: number, what = ""): Promise<string> {
   const tooLarge = () =>
-    new ApiError(413, `request body is larger than the limit of ${limit} bytes`, { Connection: "close" });
+    new ApiError(413, `request body is larger than the limit of ${limit} bytes${what}`, { Connection: "close" });
   if (Number(req.headers["content-length"]) > limit) {
     req.resume();
     return Promise.reject(tooLarge());

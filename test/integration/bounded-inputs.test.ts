@@ -146,11 +146,11 @@ describe("control characters", () => {
 describe("oversized units", () => {
   it("refuses five 1 MB units with 413 and the cluster keeps working, RSS flat", async () => {
     const before = await agentRssKiB();
-    // Just under the 1 MiB body limit, so the unit's own cap is what refuses them: one with long
-    // lines, one with many options, three with thousands of Conflicts patterns (the glob cache's food).
+    // Just under 1 MiB each: two with long lines, three with thousands of Conflicts patterns (what
+    // fed the glob cache before).
     const lines = Array.from({ length: 520 }, (_, i) => ({
       section: "Service",
-      name: `Environment`,
+      name: "Environment",
       value: `V${i}=${"x".repeat(1900)}`,
     }));
     const conflicts = (seed: number) =>
@@ -167,10 +167,16 @@ describe("oversized units", () => {
       expect(size).toBeLessThan(1024 * 1024);
       const answer = await putUnit(`big-${i}.service`, body);
       expect(answer.status, answer.text).toBe(413);
-      expect(errorMessage(answer)).toMatch(
-        /^unit is too large: \d+ bytes as a unit file, at most 65536 \(64 KiB\)$/,
+      expect(errorMessage(answer)).toBe(
+        "request body is larger than the limit of 524288 bytes for a unit (a unit file may have at most 65536 bytes)",
       );
     }
+    // A body within the limit whose unit is over 64 KiB is refused by the unit's own cap.
+    const answer = await putUnit("big.service", { options: [...HELLO, ...lines.slice(0, 100)] });
+    expect(answer.status, answer.text).toBe(413);
+    expect(errorMessage(answer)).toMatch(
+      /^unit is too large: \d+ bytes as a unit file, at most 65536 \(64 KiB\)$/,
+    );
     await expectHealthy();
     const list = JSON.parse((await request("GET", "/fleet/v1/units")).text) as { units: { name: string }[] };
     expect(list.units.map((u) => u.name)).toEqual(["hello.service"]);
