@@ -15,8 +15,8 @@ import { pipeline } from "node:stream/promises";
 import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
 import { refusalLog } from "../refusals.js";
-import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { Registry } from "../registry/registry.js";
+import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { RebootLock } from "../update/lock.js";
 import type { UpdateStore } from "../update/store.js";
 import { SystemdCommands, type UnitCommands } from "./commands.js";
@@ -470,7 +470,9 @@ function requireJSON(req: IncomingMessage, required: boolean): void {
  */
 function readBody(req: IncomingMessage, limit: number, what = ""): Promise<string> {
   const tooLarge = () =>
-    new ApiError(413, `request body is larger than the limit of ${limit} bytes${what}`, { Connection: "close" });
+    new ApiError(413, `request body is larger than the limit of ${limit} bytes${what}`, {
+      Connection: "close",
+    });
   if (Number(req.headers["content-length"]) > limit) {
     req.resume();
     return Promise.reject(tooLarge());
