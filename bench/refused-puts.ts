@@ -32,9 +32,10 @@ function put(api: string, name: string, body: string, chunked: boolean): Promise
         ...(chunked ? {} : { "Content-Length": Buffer.byteLength(body) }),
       },
     });
-    // The server may answer and close before the whole body is sent.
+    // The server may answer and close before the whole body is sent: an error with no answer yet
+    // is counted as status -1.
     req.on("error", (err: NodeJS.ErrnoException) =>
-      err.code === "EPIPE" || err.code === "ECONNRESET" ? undefined : reject(err),
+      err.code === "EPIPE" || err.code === "ECONNRESET" ? resolve(-1) : reject(err),
     );
     req.on("response", (res) => {
       res.resume();
