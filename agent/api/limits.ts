@@ -47,7 +47,8 @@ export function limitListener(
   refused: RefusalLog,
 ): void {
   server.maxConnections = limits.maxConnections;
-  server.headersTimeout = limits.headersTimeoutMs;
+  // The headers are part of the request: a longer header timeout would never fire.
+  server.headersTimeout = Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs);
   server.requestTimeout = limits.requestTimeoutMs;
   // Node arms `timeout` on every new connection and `keepAliveTimeout` after each response; a socket
   // timeout with no listener destroys the connection.
