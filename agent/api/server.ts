@@ -377,6 +377,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");
         else if (status === 503)
           log.warn({ method: req.method, url: req.url, error: message }, "etcd unavailable");
+        else if (status === 413)
+          refused(
+            "oversized requests",
+            { client: clientOf(req.socket), method: req.method, url: req.url },
+            `request refused: ${message}`,
+          );
         if (res.headersSent) {
           res.destroy();
           return;

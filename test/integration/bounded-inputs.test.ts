@@ -186,6 +186,10 @@ describe("oversized units", () => {
     const after = await agentRssKiB();
     console.log(`agent RSS before five refused 1 MB PUTs: ${before} KiB, after: ${after} KiB`);
     expect(after).toBeLessThan(before * 1.3);
+    const log = await machine.journal("flotilla-agent.service", 2000);
+    expect(log).toMatch(
+      /"refusal":"oversized requests".*"msg":"request refused: request body is larger than the limit/,
+    );
   }, 120_000);
 });
 
