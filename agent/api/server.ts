@@ -57,6 +57,8 @@ export const MAX_BODY_BYTES = 1024 * 1024;
  * so oversized units cost the agent no memory.
  */
 export const UNIT_BODY_MAX_BYTES = 512 * 1024;
+/** How much of an oversized body is read and dropped so the client sees the 413 (see readBody). */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SOCKET_MODE = 0o660;
 /** How long a proxied status/journal request may stay silent (the command itself times out at 30 s). */
 const PROXY_TIMEOUT_MS = 40_000;
@@ -470,34 +472,36 @@ function requireJSON(req: IncomingMessage, required: boolean): void {
 }
 
 /**
- * The body as UTF-8, refused with 413 past `limit` bytes. The rest of an oversized body is
- * drained rather than the socket destroyed, so the client still gets the 413; the connection
- * is then closed.
+ * The body as UTF-8, refused with 413 past `limit` bytes. The rest of an oversized body, up to
+ * DRAIN_MAX_BYTES, is read and dropped before the answer, so the client (still sending) gets the
+ * 413 rather than a broken pipe; the connection is then closed. Nothing of it is kept.
  */
 function readBody(req: IncomingMessage, limit: number, what = ""): Promise<string> {
   const tooLarge = () =>
     new ApiError(413, `request body is larger than the limit of ${limit} bytes${what}`, {
       Connection: "close",
     });
-  if (Number(req.headers["content-length"]) > limit) {
-    req.resume();
-    return Promise.reject(tooLarge());
-  }
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) {
-        chunks.push(chunk);
-        return;
-      }
-      req.off("data", onData);
+    const declared = Number(req.headers["content-length"]);
+    // Past this a client is not sending a mistaken file but a stream: stop reading it.
+    if (declared > DRAIN_MAX_BYTES) {
       req.resume();
       reject(tooLarge());
-    };
-    req.on("data", onData);
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = declared > limit;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (!refused && size <= limit) chunks.push(chunk);
+      else {
+        refused = true;
+        chunks.length = 0;
+        if (size > DRAIN_MAX_BYTES) reject(tooLarge());
+      }
+    });
+    req.on("end", () => (refused ? reject(tooLarge()) : resolve(Buffer.concat(chunks).toString("utf8"))));
     req.on("error", reject);
   });
 }

@@ -180,12 +180,14 @@ export function optionProblems(name: string, options: UnitOption[]): string[] {
     if (o.section === "") problems.push(`options[${i}]: section is empty`);
     if (o.name === "") problems.push(`options[${i}]: name is empty`);
     // A value keeps its line continuations ("\" then a line break); any other break is refused.
+    // A tab may separate words in a value, but no section or directive name has one.
     for (const [field, text] of [
       ["section", o.section],
       ["name", o.name],
       ["value", o.value.replaceAll("\\\n", "")],
     ] as const) {
-      const control = controlCharacterIn(text);
+      const control =
+        controlCharacterIn(text) ?? (field !== "value" && text.includes("\t") ? "\t" : undefined);
       if (control !== undefined) {
         problems.push(
           `options[${i}].${field}: ${describeControlCharacter(control)} is not allowed in a unit`,

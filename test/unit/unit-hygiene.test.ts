@@ -58,11 +58,13 @@ describe("control characters", () => {
       { section: "Service", name: "ExecStart", value: "/bin/true\rExecStartPre=/bin/evil" },
       { section: "Serv\x1bice", name: "Type", value: "simple" },
       { section: "Service", name: "Exec\0Stop", value: "/bin/true" },
+      { section: "Service", name: "Exec\tStop", value: "/bin/true" },
     ]);
     expect(problems).toEqual([
       "options[0].value: control character '\\r' (U+000D) is not allowed in a unit",
       "options[1].section: control character '\\x1b' (U+001B) is not allowed in a unit",
       "options[2].name: control character '\\x00' (U+0000) is not allowed in a unit",
+      "options[3].name: control character '\\t' (U+0009) is not allowed in a unit",
     ]);
   });
 
