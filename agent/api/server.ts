@@ -53,7 +53,7 @@ import {
 export const MAX_BODY_BYTES = 1024 * 1024;
 /**
  * A unit's PUT body: room for the largest unit as JSON even when every character is escaped the
- * way Go escapes "<" (six bytes), plus per-option keys. A larger body is refused before it is read,
+ * way Go escapes "<" (six bytes), plus per-option keys. A larger body is dropped as it is read,
  * so oversized units cost the agent no memory.
  */
 export const UNIT_BODY_MAX_BYTES = 512 * 1024;
