@@ -54,7 +54,7 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 /**
  * A unit's PUT body: room for the largest unit as JSON even when every character is escaped the
  * way Go escapes "<" (six bytes), plus per-option keys. A larger body is dropped as it is read,
- * so oversized units cost the agent no memory.
+ * so an oversized unit is never held in memory whole.
  */
 export const UNIT_BODY_MAX_BYTES = 512 * 1024;
 /** How much of an oversized body is read and dropped so the client sees the 413 (see readBody). */
