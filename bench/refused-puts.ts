@@ -1,7 +1,8 @@
 // Memory of a real agent (on one nspawn machine) under refused unit PUTs: its RSS idle, then after
 // each of three rounds of 1 000 refused 1 MB PUTs (half with a Content-Length, half chunked; each
 // body is read to its end and dropped, see readBody in agent/api/server.ts), then after 1 000 PUTs
-// of 450 KB units that are read, parsed and refused by the 64 KiB unit cap. Issue 11's bar: RSS flat
+// of 450 KB units that are read, parsed and refused by the 64 KiB unit cap. A first phase of small
+// refused PUTs shows what any traffic costs. Issue 11's bar: RSS flat
 // within 10%. The rounds tell a one-off rise (V8 collects dropped upload buffers only once tens of
 // MB of them have piled up) from growth per request, which would be a leak. Prints figures only.
 //   npx tsx bench/refused-puts.ts [--puts=1000]
@@ -72,11 +73,16 @@ try {
   await new Promise((r) => setTimeout(r, 10_000));
   const phases: [string, number][] = [["idle", await agentRssKiB(m)]];
 
-  const run = async (what: string, body: string, chunked: (i: number) => boolean) => {
+  const run = async (
+    what: string,
+    body: string,
+    chunked: (i: number) => boolean,
+    name = (i: number) => `refused-${i}.service`,
+  ) => {
     const statuses = new Map<number, number>();
     const t0 = performance.now();
     for (let i = 0; i < puts; i++) {
-      const status = await put(m.apiURL, `refused-${i}.service`, body, chunked(i));
+      const status = await put(m.apiURL, name(i), body, chunked(i));
       statuses.set(status, (statuses.get(status) ?? 0) + 1);
     }
     const seconds = (performance.now() - t0) / 1000;
@@ -87,6 +93,13 @@ try {
     );
   };
   console.log(`agent RSS idle: ${((phases[0]?.[1] ?? 0) / 1024).toFixed(1)} MiB`);
+  // A control: small refused PUTs (a name systemd refuses), to tell what any traffic costs.
+  await run(
+    "refused small PUTs (400, bad name)",
+    JSON.stringify({ options: options(1_000) }),
+    () => false,
+    (i) => `bad-${i}.busname`,
+  );
   for (const round of [1, 2, 3]) {
     await run(
       `refused ${(mega.length / 1e6).toFixed(2)} MB PUTs (half chunked), round ${round}`,
@@ -98,10 +111,11 @@ try {
 
   const health = await fetch(`${m.apiURL}/flotilla/v1/health`);
   const base = phases[0]?.[1] ?? 1;
-  const first = phases[1]?.[1] ?? 1;
+  const control = phases[1]?.[1] ?? 1;
+  const first = phases[2]?.[1] ?? 1;
   for (const [what, rss] of phases.slice(1)) {
     console.log(
-      `RSS after ${what}: ${(((rss - base) / base) * 100).toFixed(1)}% vs idle, ${(((rss - first) / first) * 100).toFixed(1)}% vs after the first round`,
+      `RSS after ${what}: ${(((rss - base) / base) * 100).toFixed(1)}% vs idle, ${(((rss - control) / control) * 100).toFixed(1)}% vs after the small PUTs, ${(((rss - first) / first) * 100).toFixed(1)}% vs after the first 1 MB round`,
     );
   }
   console.log(`agent health after: ${health.status}`);
