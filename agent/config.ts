@@ -2,7 +2,9 @@
 // variables, command-line flags. Parsing is pure so every mistake is reported with its origin.
 
 import { readFileSync } from "node:fs";
+import { type ApiLimits, DEFAULT_API_LIMITS } from "./api/limits.js";
 import { validateRegistryLocation } from "./containers/registries.js";
+import { DEFAULT_DNS_TCP_IDLE_MS, DEFAULT_DNS_TCP_MAX_CONNECTIONS } from "./discovery/server.js";
 import { parseVersion } from "./update/decide.js";
 import { channelOfURL } from "./update/manifest.js";
 
@@ -56,7 +58,72 @@ export interface AgentConfig {
   healthSettleSeconds: number;
   /** Install exactly this OS version ("" = follow the channel). */
   pinnedVersion: string;
+  /** Resource limits of the API and DNS listeners (docs/security.md "Resource limits"). */
+  limits: ResourceLimits;
 }
+
+// ---- Resource limits: connection caps and timeouts per listener, followed journals.
+
+export interface ResourceLimits {
+  api: ApiLimits;
+  /** Open DNS-over-TCP connections per DNS address; at the cap the longest-idle one makes room. */
+  dnsTcpMaxConnections: number;
+  /** A DNS-over-TCP connection must deliver a whole query within this, or it is closed. */
+  dnsTcpIdleTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: ResourceLimits = {
+  api: DEFAULT_API_LIMITS,
+  dnsTcpMaxConnections: DEFAULT_DNS_TCP_MAX_CONNECTIONS,
+  dnsTcpIdleTimeoutMs: DEFAULT_DNS_TCP_IDLE_MS,
+};
+
+/** Setting name -> where it goes in `limits`; every one takes a positive integer. */
+const LIMIT_SETTINGS: Record<string, (limits: ResourceLimits, n: number) => void> = {
+  "api-max-connections": (l, n) => {
+    l.api.tcp.maxConnections = n;
+  },
+  "api-socket-max-connections": (l, n) => {
+    l.api.socket.maxConnections = n;
+  },
+  "api-headers-timeout-ms": (l, n) => {
+    l.api.tcp.headersTimeoutMs = n;
+    l.api.socket.headersTimeoutMs = n;
+  },
+  "api-request-timeout-ms": (l, n) => {
+    l.api.tcp.requestTimeoutMs = n;
+    l.api.socket.requestTimeoutMs = n;
+  },
+  "api-idle-timeout-ms": (l, n) => {
+    l.api.tcp.idleTimeoutMs = n;
+    l.api.socket.idleTimeoutMs = n;
+  },
+  "journal-follow-max": (l, n) => {
+    l.api.journalFollows = n;
+  },
+  "dns-tcp-max-connections": (l, n) => {
+    l.dnsTcpMaxConnections = n;
+  },
+  "dns-tcp-idle-timeout-ms": (l, n) => {
+    l.dnsTcpIdleTimeoutMs = n;
+  },
+};
+
+const LIMIT_SETTERS: Record<string, Setter> = Object.fromEntries(
+  Object.entries(LIMIT_SETTINGS).map(([key, set]): [string, Setter] => [
+    key,
+    (cfg, raw) => {
+      const n = Number(raw);
+      // Above a million a cap or a timeout is a typo, and Node's timers overflow past 2^31 ms.
+      if (!/^\d+$/.test(raw) || n <= 0 || n > 1_000_000_000)
+        return `must be a positive integer up to 1000000000, got ${JSON.stringify(raw)}`;
+      set(cfg.limits, n);
+      return undefined;
+    },
+  ]),
+);
+
+// ---- end of resource limits
 
 export const DEFAULT_CONFIG: AgentConfig = {
   etcdEndpoints: ["http://127.0.0.1:2379"],
@@ -86,6 +153,7 @@ export const DEFAULT_CONFIG: AgentConfig = {
   healthSoakSeconds: 60,
   healthSettleSeconds: 600,
   pinnedVersion: "",
+  limits: DEFAULT_LIMITS,
 };
 
 export class ConfigError extends Error {
@@ -263,6 +331,7 @@ const SETTERS: Record<string, Setter> = {
     cfg.logLevel = raw;
     return undefined;
   },
+  ...LIMIT_SETTERS,
 };
 
 export const CONFIG_KEYS = Object.keys(SETTERS);

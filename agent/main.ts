@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { dirname } from "node:path";
+import { hostUnitCheck } from "./api/hostunits.js";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
@@ -110,6 +111,8 @@ async function main(args: string[]): Promise<void> {
     pageSize: cfg.tokenLimit,
     services,
     updates,
+    isHostUnit: hostUnitCheck(cfg.unitDir),
+    limits: cfg.limits.api,
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
   const dnsServers: DnsServer[] = [];
@@ -122,6 +125,8 @@ async function main(args: string[]): Promise<void> {
           port: Number(addr.slice(colon + 1)),
           zone: services,
           log: log.child({ part: "dns" }),
+          tcpMaxConnections: cfg.limits.dnsTcpMaxConnections,
+          tcpIdleTimeoutMs: cfg.limits.dnsTcpIdleTimeoutMs,
         }),
       );
     } catch (err) {

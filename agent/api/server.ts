@@ -12,8 +12,11 @@ import { chmod, lstat, unlink } from "node:fs/promises";
 import http, { type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
 import net from "node:net";
 import { pipeline } from "node:stream/promises";
+import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
+import { refusalLog } from "../refusals.js";
 import type { Registry } from "../registry/registry.js";
+import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { RebootLock } from "../update/lock.js";
 import type { UpdateStore } from "../update/store.js";
 import { SystemdCommands, type UnitCommands } from "./commands.js";
@@ -28,7 +31,9 @@ import {
   runFleetLock,
 } from "./fleetlock.js";
 import { commandTarget, PROXIED_BY_HEADER, parseCommandQuery, proxyGet } from "./flotilla.js";
+import { hostUnitCheck } from "./hostunits.js";
 import { goJSON, parseJSONBody } from "./json.js";
+import { type ApiLimits, clientOf, concurrencyLimit, DEFAULT_API_LIMITS, limitListener } from "./limits.js";
 import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitState } from "./machines.js";
 import { pageTokenFromQuery, paginate } from "./pagination.js";
 import { type FleetLockOp, fleetLockOp, resolveRoute, splitTarget } from "./routes.js";
@@ -46,6 +51,14 @@ import {
 
 /** Request bodies beyond this are refused with 413. */
 export const MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * A unit's PUT body: room for the largest unit as JSON even when every character is escaped the
+ * way Go escapes "<" (six bytes), plus per-option keys. A larger body is dropped as it is read,
+ * so an oversized unit is never held in memory whole.
+ */
+export const UNIT_BODY_MAX_BYTES = 512 * 1024;
+/** How much of an oversized body is read and dropped so the client sees the 413 (see readBody). */
+const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_SOCKET_MODE = 0o660;
 /** How long a proxied status/journal request may stay silent (the command itself times out at 30 s). */
 const PROXY_TIMEOUT_MS = 40_000;
@@ -75,6 +88,13 @@ export interface ApiDeps {
   services?: ServiceSource;
   /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
   updates?: { lock: RebootLock; store: UpdateStore };
+  /**
+   * The file of the OS's own unit that a cluster unit of this name would shadow, or undefined
+   * (hostunits.ts); such a name is refused. Absent: the real check with the default unit dir.
+   */
+  isHostUnit?: (name: string) => Promise<string | undefined>;
+  /** Connection caps, timeouts and the journal follow cap; absent: DEFAULT_API_LIMITS. */
+  limits?: ApiLimits;
 }
 
 export interface ListenOptions {
@@ -107,6 +127,10 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   const commands = deps.commands ?? new SystemdCommands();
   const serverHeader = `fleetd/${deps.version} (flotilla)`;
   const { registry, log } = deps;
+  const limits = deps.limits ?? DEFAULT_API_LIMITS;
+  const isHostUnit = deps.isHostUnit ?? hostUnitCheck(DEFAULT_CONFIG.unitDir);
+  const refused = refusalLog(log);
+  const follows = concurrencyLimit(limits.journalFollows);
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
     if (!deps.isReady()) throw new ApiError(503, ETCD_UNAVAILABLE);
@@ -128,8 +152,20 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       }
       case "putUnit": {
         requireJSON(req, true);
-        const body = parseUnitBody(parseJSONBody(await readBody(req, maxBodyBytes)));
+        const text = await readBody(
+          req,
+          Math.min(maxBodyBytes, UNIT_BODY_MAX_BYTES),
+          ` for a unit (a unit file may have at most ${UNIT_MAX_BYTES} bytes)`,
+        );
+        const body = parseUnitBody(parseJSONBody(text));
         checkUnitPut(route.name, body);
+        const hostFile = await isHostUnit(route.name);
+        if (hostFile !== undefined) {
+          throw new ApiError(
+            409,
+            `unit name ${route.name} is taken by this machine's OS (${hostFile}): a cluster unit of that name would replace the OS's unit; choose another name`,
+          );
+        }
         const put = decideUnitPut(route.name, body, await registry.getUnit(route.name));
         if (put.kind === "setDesiredState") {
           if (!(await registry.setDesiredState(route.name, put.desiredState))) {
@@ -307,8 +343,24 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     const opts = { lines: q.lines, output: q.output };
     if (kind === "unitStatus") return sendJSON(res, 200, await commands.status(name));
     if (!q.follow) return sendJSON(res, 200, await commands.journal(name, opts));
+    const release = follows.acquire();
+    if (release === undefined) {
+      refused(
+        "journal follows",
+        { client: clientOf(req.socket), unit: name },
+        `journal follow refused: ${limits.journalFollows} journals are already followed on this machine`,
+      );
+      throw new ApiError(
+        429,
+        `too many followed journals on this machine: ${limits.journalFollows} at once; try again later, or read it without following`,
+        { "Retry-After": "5" },
+      );
+    }
     const stop = new AbortController();
-    res.on("close", () => stop.abort());
+    res.on("close", () => {
+      release();
+      stop.abort();
+    });
     const stream = commands.followJournal(name, opts, stop.signal);
     res.writeHead(200, { "Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-cache" });
     res.flushHeaders();
@@ -327,6 +379,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");
         else if (status === 503)
           log.warn({ method: req.method, url: req.url, error: message }, "etcd unavailable");
+        else if (status === 413)
+          refused(
+            "oversized requests",
+            { client: clientOf(req.socket), method: req.method, url: req.url },
+            `request refused: ${message}`,
+          );
         if (res.headersSent) {
           res.destroy();
           return;
@@ -352,6 +410,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       if (opts.socketPath) {
         await removeStaleSocket(opts.socketPath);
         const server = http.createServer(handler);
+        limitListener(server, "unix socket", limits.socket, refused);
         servers.push(server);
         await listenOn(server, { path: opts.socketPath });
         socketPath = opts.socketPath;
@@ -364,6 +423,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       if (opts.tcp) {
         const { host, port } = parseHostPort(opts.tcp);
         const server = http.createServer(handler);
+        limitListener(server, "TCP", limits.tcp, refused);
         servers.push(server);
         await listenOn(server, host === "" ? { port } : { host, port });
         const addr = server.address() as net.AddressInfo;
@@ -412,32 +472,36 @@ function requireJSON(req: IncomingMessage, required: boolean): void {
 }
 
 /**
- * The body as UTF-8, refused with 413 past `limit` bytes. The rest of an oversized body is
- * drained rather than the socket destroyed, so the client still gets the 413; the connection
- * is then closed.
+ * The body as UTF-8, refused with 413 past `limit` bytes. The rest of an oversized body, up to
+ * DRAIN_MAX_BYTES, is read and dropped before the answer, so the client (still sending) gets the
+ * 413 rather than a broken pipe; the connection is then closed. Nothing of it is kept.
  */
-function readBody(req: IncomingMessage, limit: number): Promise<string> {
+function readBody(req: IncomingMessage, limit: number, what = ""): Promise<string> {
   const tooLarge = () =>
-    new ApiError(413, `request body is larger than the limit of ${limit} bytes`, { Connection: "close" });
-  if (Number(req.headers["content-length"]) > limit) {
-    req.resume();
-    return Promise.reject(tooLarge());
-  }
+    new ApiError(413, `request body is larger than the limit of ${limit} bytes${what}`, {
+      Connection: "close",
+    });
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= limit) {
-        chunks.push(chunk);
-        return;
-      }
-      req.off("data", onData);
+    const declared = Number(req.headers["content-length"]);
+    // Past this a client is not sending a mistaken file but a stream: stop reading it.
+    if (declared > DRAIN_MAX_BYTES) {
       req.resume();
       reject(tooLarge());
-    };
-    req.on("data", onData);
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let refused = declared > limit;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (!refused && size <= limit) chunks.push(chunk);
+      else {
+        refused = true;
+        chunks.length = 0;
+        if (size > DRAIN_MAX_BYTES) reject(tooLarge());
+      }
+    });
+    req.on("end", () => (refused ? reject(tooLarge()) : resolve(Buffer.concat(chunks).toString("utf8"))));
     req.on("error", reject);
   });
 }

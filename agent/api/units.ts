@@ -15,10 +15,14 @@ import {
 } from "../model.js";
 import type { ClusterSnapshot } from "../registry/registry.js";
 import {
+  controlCharacterIn,
+  describeControlCharacter,
   isTemplate,
   parseRequirements,
   parseUnitFile,
   serializeUnit,
+  UNIT_MAX_BYTES,
+  UNIT_MAX_OPTIONS,
   unitHash,
   validateRequirements,
   validateUnitName,
@@ -55,8 +59,21 @@ export function parseUnitBody(raw: unknown): UnitBody {
   if (options !== undefined && options !== null) {
     if (!Array.isArray(options))
       throw new ApiError(400, `options: expected an array, got ${describeType(options)}`);
+    // Counted before any option is looked at, and the size before any is parsed further.
+    if (options.length > UNIT_MAX_OPTIONS) {
+      throw new ApiError(400, `too many options: ${options.length}, at most ${UNIT_MAX_OPTIONS} per unit`);
+    }
     const parsed = options.map(parseOption);
-    if (parsed.length > 0) body.options = parsed;
+    if (parsed.length > 0) {
+      const size = Buffer.byteLength(serializeUnit(parsed));
+      if (size > UNIT_MAX_BYTES) {
+        throw new ApiError(
+          413,
+          `unit is too large: ${size} bytes as a unit file, at most ${UNIT_MAX_BYTES} (64 KiB)`,
+        );
+      }
+      body.options = parsed;
+    }
   }
   return body;
 }
@@ -162,6 +179,21 @@ export function optionProblems(name: string, options: UnitOption[]): string[] {
   for (const [i, o] of options.entries()) {
     if (o.section === "") problems.push(`options[${i}]: section is empty`);
     if (o.name === "") problems.push(`options[${i}]: name is empty`);
+    // A value keeps its line continuations ("\" then a line break); any other break is refused.
+    // A tab may separate words in a value, but no section or directive name has one.
+    for (const [field, text] of [
+      ["section", o.section],
+      ["name", o.name],
+      ["value", o.value.replaceAll("\\\n", "")],
+    ] as const) {
+      const control =
+        controlCharacterIn(text) ?? (field !== "value" && text.includes("\t") ? "\t" : undefined);
+      if (control !== undefined) {
+        problems.push(
+          `options[${i}].${field}: ${describeControlCharacter(control)} is not allowed in a unit`,
+        );
+      }
+    }
   }
   if (problems.length > 0) return problems;
   let reparsed: UnitOption[];

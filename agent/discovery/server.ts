@@ -5,6 +5,7 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import type { Logger } from "../log.js";
+import { type RefusalLog, refusalLog } from "../refusals.js";
 import { DEFAULT_TTL, respond, type ZoneData } from "./dns.js";
 
 export interface DnsServerOptions {
@@ -15,6 +16,12 @@ export interface DnsServerOptions {
   zone: ZoneData;
   log: Logger;
   ttl?: number;
+  /** Open TCP connections at once; at the cap the one idle longest is closed to make room. */
+  tcpMaxConnections?: number;
+  /** A TCP connection must deliver a whole query within this after connecting or its last answer. */
+  tcpIdleTimeoutMs?: number;
+  /** Where refused or evicted TCP clients are reported; default: rate-limited warnings on `log`. */
+  refused?: RefusalLog;
 }
 
 export interface DnsServer {
@@ -23,9 +30,13 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-/** An idle TCP client is dropped after this long (RFC 7766 suggests seconds, not minutes). */
-const TCP_IDLE_MS = 10_000;
-const TCP_MAX_CONNECTIONS = 256;
+/**
+ * A TCP client that has not sent a whole query this long after connecting or after its last answer
+ * is dropped (RFC 7766 suggests seconds, not minutes). Partial data does not extend it, so a client
+ * that drips a byte at a time cannot hold its connection either.
+ */
+export const DEFAULT_DNS_TCP_IDLE_MS = 5_000;
+export const DEFAULT_DNS_TCP_MAX_CONNECTIONS = 256;
 const PORT_ATTEMPTS = 5;
 
 export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
@@ -73,12 +84,31 @@ async function bind(opts: DnsServerOptions): Promise<DnsServer> {
   udp.on("error", (err) => log.warn({ err: String(err) }, "DNS UDP socket error"));
   const port = udp.address().port;
 
+  const maxConnections = opts.tcpMaxConnections ?? DEFAULT_DNS_TCP_MAX_CONNECTIONS;
+  const idleMs = opts.tcpIdleTimeoutMs ?? DEFAULT_DNS_TCP_IDLE_MS;
+  const refused = opts.refused ?? refusalLog(log);
+  // In the order they connected or were last answered: the first has waited longest for a query.
   const connections = new Set<net.Socket>();
   const tcp = net.createServer((socket) => {
+    if (connections.size >= maxConnections) {
+      // Refusing the newcomer would let a few slow clients shut TCP DNS for everyone; closing the
+      // one that has waited longest for a query keeps a fresh client's query answerable.
+      const [oldest] = connections;
+      if (oldest !== undefined) {
+        refused(
+          "dns tcp connections",
+          { client: `${oldest.remoteAddress}:${oldest.remotePort}`, address: opts.address },
+          `DNS TCP connection closed to make room: ${maxConnections} connections were open`,
+        );
+        connections.delete(oldest);
+        oldest.destroy();
+      }
+    }
     connections.add(socket);
     socket.on("close", () => connections.delete(socket));
     socket.on("error", () => socket.destroy());
-    socket.setTimeout(TCP_IDLE_MS, () => socket.destroy());
+    let deadline = setTimeout(() => socket.destroy(), idleMs);
+    socket.on("close", () => clearTimeout(deadline));
     let pending = Buffer.alloc(0);
     socket.on("data", (chunk) => {
       pending = pending.length === 0 ? chunk : Buffer.concat([pending, chunk]);
@@ -96,10 +126,14 @@ async function bind(opts: DnsServerOptions): Promise<DnsServer> {
         frame.writeUInt16BE(reply.length, 0);
         reply.copy(frame, 2);
         socket.write(frame);
+        // Answered: the clock for the next query starts now, and this is the newest connection.
+        clearTimeout(deadline);
+        deadline = setTimeout(() => socket.destroy(), idleMs);
+        connections.delete(socket);
+        connections.add(socket);
       }
     });
   });
-  tcp.maxConnections = TCP_MAX_CONNECTIONS;
   try {
     await new Promise<void>((resolve, reject) => {
       tcp.once("error", reject);

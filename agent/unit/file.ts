@@ -6,14 +6,22 @@
 // Where go-systemd silently drops text (anything before the first section, the line after a
 // comment ending in "\") or accepts nonsense (a section name spanning lines, an empty key, an
 // empty file), this parser raises a UnitFileError instead, so no content is lost unnoticed. It also
-// takes CRLF line ends, where go-systemd keeps the "\r" and so misses a "\" continuation.
+// takes CRLF line ends, where go-systemd keeps the "\r" and so misses a "\" continuation, and it
+// refuses control characters (see controlCharacterIn).
 
 import { createHash } from "node:crypto";
 import type { UnitOption } from "../model.js";
-import { goQuote, goTrimLeft, goTrimSpace } from "./go.js";
+import { goQuote, goQuoteRune, goTrimLeft, goTrimSpace } from "./go.js";
 
 /** go-systemd rejects lines of this many bytes or more: systemd silently truncated them. */
 const LINE_MAX_BYTES = 2048;
+
+/**
+ * A unit, serialized, may have at most this many bytes, and at most UNIT_MAX_OPTIONS options. Real
+ * units are a few KiB; the caps keep one unit from filling etcd's replies and every agent's memory.
+ */
+export const UNIT_MAX_BYTES = 64 * 1024;
+export const UNIT_MAX_OPTIONS = 1024;
 
 export class UnitFileError extends Error {
   override readonly name = "UnitFileError";
@@ -28,12 +36,46 @@ export class UnitFileError extends Error {
   }
 }
 
+/**
+ * The first control character in `text` that a unit may not hold, or undefined. systemd reads a
+ * lone "\r" or a "\0" as the end of a line, so one inside a value would run the text after it as a
+ * directive of its own while `fleetctl cat` shows a single line; the other C0 and C1 controls and
+ * DEL belong in no directive and could rewrite the terminal that shows the unit. A tab is allowed
+ * (systemd reads it as a blank). "\n" counts: a value's line continuation ("\" then "\n") is the
+ * caller's to strip first.
+ */
+export function controlCharacterIn(text: string): string | undefined {
+  for (const char of text) {
+    const code = char.codePointAt(0) ?? 0;
+    if ((code < 0x20 && code !== 0x09) || (code >= 0x7f && code <= 0x9f)) return char;
+  }
+  return undefined;
+}
+
+/** How a control character is named in errors: `'\r' (U+000D)`. */
+export function describeControlCharacter(char: string): string {
+  const code = (char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0");
+  return `control character ${goQuoteRune(char)} (U+${code})`;
+}
+
 export function parseUnitFile(text: string, source: string): UnitOption[] {
+  const size = Buffer.byteLength(text);
+  if (size > UNIT_MAX_BYTES) {
+    throw new UnitFileError(`unit file is too large: ${size} bytes, at most ${UNIT_MAX_BYTES}`, source);
+  }
   // A leading byte-order mark is editor noise (go-systemd skips it with the other pre-section text).
   const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
   for (const [index, line] of lines.entries()) {
     if (Buffer.byteLength(line) >= LINE_MAX_BYTES) {
       throw new UnitFileError(`line too long (max ${LINE_MAX_BYTES} bytes)`, source, index + 1);
+    }
+    const control = controlCharacterIn(line);
+    if (control !== undefined) {
+      throw new UnitFileError(
+        `${describeControlCharacter(control)} is not allowed in a unit file`,
+        source,
+        index + 1,
+      );
     }
   }
 
@@ -62,6 +104,9 @@ export function parseUnitFile(text: string, source: string): UnitOption[] {
     }
   }
   if (options.length === 0) throw new UnitFileError("unit file has no options", source);
+  if (options.length > UNIT_MAX_OPTIONS) {
+    throw new UnitFileError(`too many options: ${options.length}, at most ${UNIT_MAX_OPTIONS}`, source);
+  }
   return options;
 }
 

@@ -11,13 +11,21 @@
 // matching is linear in pattern times name, where a backtracking RegExp can take exponential
 // time on a pattern such as `a*a*a*a*b`.
 
+/** Matches through the cache of parsed patterns: for scheduling, which matches stored units' patterns. */
 export function matchGlob(pattern: string, name: string): boolean {
   const chunks = compiled(pattern);
   return chunks !== undefined && matchChunks(chunks, Array.from(name));
 }
 
+/** Checks a pattern without caching it: what a request brings may yet be refused. */
 export function isValidGlob(pattern: string): boolean {
-  return compiled(pattern) !== undefined;
+  return parse(pattern) !== undefined;
+}
+
+/** A matcher for one pattern that bypasses the cache (for checking a request); undefined if malformed. */
+export function globMatcher(pattern: string): ((name: string) => boolean) | undefined {
+  const chunks = parse(pattern);
+  return chunks === undefined ? undefined : (name) => matchChunks(chunks, Array.from(name));
 }
 
 type Item =
@@ -31,12 +39,39 @@ interface Chunk {
   items: Item[];
 }
 
-/** Parsed patterns, undefined for malformed ones; scheduling matches the same few patterns often. */
+/**
+ * Parsed patterns, undefined for malformed ones: scheduling matches the same few patterns often.
+ * Bounded, least recently used out first, both in entries and in pattern characters (a parsed
+ * character costs tens of bytes), so however many patterns units carry the cache stays a few MB.
+ */
+export const GLOB_CACHE_MAX_ENTRIES = 4096;
+export const GLOB_CACHE_MAX_CHARS = 256 * 1024;
 const cache = new Map<string, Chunk[] | undefined>();
+let cachedChars = 0;
 
 function compiled(pattern: string): Chunk[] | undefined {
-  if (!cache.has(pattern)) cache.set(pattern, parse(pattern));
-  return cache.get(pattern);
+  if (cache.has(pattern)) {
+    const chunks = cache.get(pattern);
+    // A Map iterates in insertion order: re-inserting makes this the most recently used.
+    cache.delete(pattern);
+    cache.set(pattern, chunks);
+    return chunks;
+  }
+  const chunks = parse(pattern);
+  if (pattern.length > GLOB_CACHE_MAX_CHARS) return chunks;
+  cache.set(pattern, chunks);
+  cachedChars += pattern.length;
+  for (const oldest of cache.keys()) {
+    if (cache.size <= GLOB_CACHE_MAX_ENTRIES && cachedChars <= GLOB_CACHE_MAX_CHARS) break;
+    cache.delete(oldest);
+    cachedChars -= oldest.length;
+  }
+  return chunks;
+}
+
+/** How full the cache is, for tests and diagnostics. */
+export function globCacheSize(): { entries: number; chars: number } {
+  return { entries: cache.size, chars: cachedChars };
 }
 
 function parse(pattern: string): Chunk[] | undefined {

@@ -1,24 +1,33 @@
-// Unit names: fleet's validation (api/units.go ValidateName, after systemd's unit_name_is_valid),
+// Unit names: systemd's rules (unit_name_is_valid, in fleet's wording where fleet had the rule),
 // fleetctl's argument mangling, and the template/instance split (unit/unit.go UnitNameInfo).
+// fleet's own check let through names systemd refuses (".service", 256 bytes, "x.busname"): such a
+// unit was stored and placed, then logged an error on its machine every pass and left its file
+// behind on destroy. Here every name systemd would refuse is refused at the API instead.
 
 import { goPathBase, goQuote, goQuoteRune } from "./go.js";
 
-const UNIT_NAME_MAX_BYTES = 256;
+/** systemd's UNIT_NAME_MAX is 256 with the terminating NUL, so a name has at most 255 bytes. */
+const UNIT_NAME_MAX_BYTES = 255;
 
+/** The types systemd loads from unit files. */
 const UNIT_TYPES = new Set([
   "automount",
-  "busname",
   "device",
   "mount",
   "path",
-  "scope",
   "service",
   "slice",
-  "snapshot",
   "socket",
   "swap",
   "target",
   "timer",
+]);
+
+/** Types fleet accepted that systemd never loads from a unit file: such a unit could never run. */
+const NOT_FROM_FILES = new Map([
+  ["scope", "scope units are created by programs through systemd's API, never from a unit file"],
+  ["busname", "busname units were removed from systemd"],
+  ["snapshot", "snapshot units were removed from systemd"],
 ]);
 
 /** Types systemd can instantiate from a template. */
@@ -30,17 +39,26 @@ const NAME_CHAR = /^[A-Za-z0-9:\-_.\\@]$/;
 /** Suffixes fleetctl leaves alone; any other argument gets ".service" appended. */
 const MANGLE_KEEPS_SUFFIXES = [".service", ".socket", ".timer", ".path", ".device", ".mount", ".automount"];
 
-/** The first problem with `name` in fleet's wording, or undefined when it is valid. */
+/**
+ * The first rule `name` breaks, in fleet's wording where fleet had the rule, or undefined when
+ * systemd would load it: 1 to 255 bytes; a known type that systemd loads from files after the last
+ * "."; a non-empty prefix before it, of ASCII letters, digits and `:-_.\@`, not starting with "@";
+ * "@" (template "x@.type", instance "x@i.type") only for types systemd instantiates.
+ */
 export function validateUnitName(name: string): string | undefined {
-  // Go's len() counts UTF-8 bytes.
+  // systemd counts bytes, as Go's len() does.
   const length = Buffer.byteLength(name);
   if (length === 0) return "unit name cannot be empty";
-  if (length > UNIT_NAME_MAX_BYTES) return `unit name exceeds maximum length (${UNIT_NAME_MAX_BYTES})`;
+  if (length > UNIT_NAME_MAX_BYTES)
+    return `unit name exceeds maximum length (${UNIT_NAME_MAX_BYTES} bytes, got ${length})`;
   const dot = name.lastIndexOf(".");
   if (dot === -1) return 'unit name must contain "."';
   if (dot === name.length - 1) return 'unit name cannot end in "."';
   const type = name.slice(dot + 1);
+  const gone = NOT_FROM_FILES.get(type);
+  if (gone !== undefined) return `invalid unit type ${goQuote(type)}: ${gone}`;
   if (!UNIT_TYPES.has(type)) return `invalid unit type: ${goQuote(type)}`;
+  if (dot === 0) return `unit name has nothing before ".${type}"`;
   for (const char of name.slice(0, dot)) {
     if (!NAME_CHAR.test(char)) return `invalid character ${goQuoteRune(char)} in unit name`;
   }

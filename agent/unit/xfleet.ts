@@ -2,7 +2,7 @@
 // option combinations fleet's API refuses (api/units.go ValidateOptions), with fleet's messages.
 
 import type { Requirements, UnitOption } from "../model.js";
-import { isValidGlob, matchGlob } from "./glob.js";
+import { globMatcher, isValidGlob } from "./glob.js";
 import { goQuote, isGoSpace } from "./go.js";
 import { unitNameParts, validateUnitName } from "./names.js";
 
@@ -35,6 +35,9 @@ const MACHINE_ID_OPTIONS = ["MachineID", "X-ConditionMachineID", "X-ConditionMac
 const SINGLE_VALUED = new Set<Field>(["machineID", "global", "serviceName"]);
 
 const TRUTHY = new Set(["true", "yes", "1", "on", "t"]);
+
+/** Conflicts and Replaces patterns a unit may carry, each (fleet units carry a handful). */
+export const MAX_PATTERNS = 64;
 
 /** A line continuation kept in a value by the parser reads as a space, as systemd reads it. */
 const CONTINUATION = /\\(\n|$)/g;
@@ -134,6 +137,13 @@ export function parseRequirements(
  */
 export function validateRequirements(name: string, requirements: Requirements): string[] {
   const { machineOf, conflicts, replaces } = requirements;
+  // Every placement matches each pattern against other units: bound the work a unit can ask for
+  // before compiling anything.
+  const tooMany = (["Conflicts", "Replaces"] as const)
+    .map((option) => ({ option, count: (option === "Conflicts" ? conflicts : replaces).length }))
+    .filter(({ count }) => count > MAX_PATTERNS)
+    .map(({ option, count }) => `too many ${option} patterns: ${count}, at most ${MAX_PATTERNS}`);
+  if (tooMany.length > 0) return tooMany;
   const errors: string[] = [];
 
   for (const pair of requirements.metadata[""] ?? []) {
@@ -155,14 +165,16 @@ export function validateRequirements(name: string, requirements: Requirements): 
   if (machineOf.includes(name))
     errors.push(`unresolvable requirements: unit ${goQuote(name)} is its own peer`);
 
+  // Uncached: the glob cache holds only patterns of stored units, never those of a refused request.
+  const matches = (pattern: string, peer: string) => globMatcher(pattern)?.(peer) === true;
   for (const peer of machineOf) {
     for (const conflict of conflicts) {
-      if (matchGlob(conflict, peer)) {
+      if (matches(conflict, peer)) {
         errors.push(`unresolvable requirements: peer ${goQuote(peer)} matches conflict ${goQuote(conflict)}`);
       }
     }
     for (const replace of replaces) {
-      if (matchGlob(replace, peer)) {
+      if (matches(replace, peer)) {
         errors.push(`unresolvable requirements: peer ${goQuote(peer)} matches replace ${goQuote(replace)}`);
       }
     }

@@ -315,7 +315,7 @@ describe("units", () => {
     expect(ok.status).toBe(201);
   });
 
-  it("refuses bad JSON saying where, and bodies over 1 MiB with 413", async () => {
+  it("refuses bad JSON saying where, and unit bodies over 512 KiB with 413", async () => {
     expectError(
       await request("PUT", "/fleet/v1/units/x.service", {
         body: '{"name":"x.service",}',
@@ -328,11 +328,13 @@ describe("units", () => {
       options: [{ section: "Service", name: "A", value: "x".repeat(1024 * 1024) }],
     });
     const res = await request("PUT", "/fleet/v1/units/x.service", { body: huge, headers: JSON_TYPE });
-    expectError(res, 413, "request body is larger than the limit of 1048576 bytes");
+    const unitLimit =
+      "request body is larger than the limit of 524288 bytes for a unit (a unit file may have at most 65536 bytes)";
+    expectError(res, 413, unitLimit);
     expect(res.headers.connection).toBe("close");
     const chunks = Array.from({ length: 24 }, () => "x".repeat(64 * 1024));
     const chunked = await request("PUT", "/fleet/v1/units/x.service", { body: chunks, headers: JSON_TYPE });
-    expectError(chunked, 413, "request body is larger than the limit of 1048576 bytes");
+    expectError(chunked, 413, unitLimit);
   });
 
   it("refuses mismatched names, invalid names, invalid options and unknown states with 400", async () => {

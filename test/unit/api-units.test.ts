@@ -144,8 +144,12 @@ describe("decideUnitPut", () => {
     expect(err.status).toBe(400);
     expect(err.message).toBe("invalid unit options: MachineID cannot be used with Global");
     const bad = [{ section: "Service", name: "ExecStart", value: "a\nb" }];
-    expect(apiError(() => decideUnitPut("a.service", { options: bad }, undefined)).message).toMatch(
-      /^invalid unit options: a.service as serialized:3: expected "Name=Value"/,
+    expect(apiError(() => decideUnitPut("a.service", { options: bad }, undefined)).message).toBe(
+      "invalid unit options: options[0].value: control character '\\n' (U+000A) is not allowed in a unit",
+    );
+    const split = [{ section: "Service", name: "Exec=Start", value: "a" }];
+    expect(apiError(() => decideUnitPut("a.service", { options: split }, undefined)).message).toMatch(
+      /^invalid unit options: options\[0\] \("\[Service\] Exec=Start=a"\) does not survive serialization/,
     );
   });
 

@@ -7,7 +7,7 @@ import {
   validateUnitName,
 } from "../../agent/unit/index.js";
 
-describe("validateUnitName (fleet's ValidateName)", () => {
+describe("validateUnitName (systemd's unit_name_is_valid, in fleet's words)", () => {
   it.each([
     "hello.service",
     "hello@.service",
@@ -17,33 +17,34 @@ describe("validateUnitName (fleet's ValidateName)", () => {
     "HELLO123.target",
     "data.mount",
     "web@10.0.0.1.service",
-    `${"a".repeat(248)}.service`,
+    `${"a".repeat(247)}.service`,
+    "a@b@c.service",
+    "-.mount",
+    "x.device",
   ])("accepts %s", (name) => {
     expect(validateUnitName(name)).toBeUndefined();
   });
 
-  it.each([
-    "automount",
-    "busname",
-    "device",
-    "mount",
-    "path",
-    "scope",
-    "service",
-    "slice",
-    "snapshot",
-    "socket",
-    "swap",
-    "target",
-    "timer",
-  ])("accepts the unit type %s", (type) => {
-    expect(validateUnitName(`x.${type}`)).toBeUndefined();
-  });
+  it.each(["automount", "device", "mount", "path", "service", "slice", "socket", "swap", "target", "timer"])(
+    "accepts the unit type %s",
+    (type) => {
+      expect(validateUnitName(`x.${type}`)).toBeUndefined();
+    },
+  );
 
   it.each([
     ["", "unit name cannot be empty"],
-    [`${"a".repeat(249)}.service`, "unit name exceeds maximum length (256)"],
-    [`${"é".repeat(125)}.service`, "unit name exceeds maximum length (256)"],
+    [`${"a".repeat(248)}.service`, "unit name exceeds maximum length (255 bytes, got 256)"],
+    [`${"é".repeat(124)}.service`, "unit name exceeds maximum length (255 bytes, got 256)"],
+    [".service", 'unit name has nothing before ".service"'],
+    [".timer", 'unit name has nothing before ".timer"'],
+    ["x.busname", 'invalid unit type "busname": busname units were removed from systemd'],
+    ["x.snapshot", 'invalid unit type "snapshot": snapshot units were removed from systemd'],
+    [
+      "x.scope",
+      'invalid unit type "scope": scope units are created by programs through systemd\'s API, never from a unit file',
+    ],
+    ["hello\r.service", "invalid character '\\r' in unit name"],
     ["hello", 'unit name must contain "."'],
     ["hello.", 'unit name cannot end in "."'],
     ["hello.txt", 'invalid unit type: "txt"'],
