@@ -2,21 +2,23 @@
 // lease. Pure, so every case is unit-tested; membership.ts applies it.
 //
 // The record carries `runID`, a random token kept in /run (a tmpfs: one per machine and per boot).
-// The same token means an earlier run of this very agent on this boot (a crash or restart): its
-// lease is ours to revoke. Another token is either this machine's previous boot, whose lease
+// The same token means an earlier run of this very agent on this boot (a crash or restart): the
+// key is ours to take over. Another token is either this machine's previous boot, whose lease
 // expires within a TTL, or another machine with the same ID — which keeps its lease alive.
 // Waiting one TTL (plus a margin for a keep-alive in flight) tells the two apart.
 
 import type { Machine } from "../model.js";
 
 export type JoinDecision =
-  | { kind: "revoke-earlier-run" }
+  | { kind: "take-over" }
   | { kind: "wait"; reason: string }
   | { kind: "refuse"; message: string };
 
 export interface ExistingMember {
   record: Machine | undefined;
   lease: string;
+  /** The key's mod revision when read: a takeover only replaces the record it decided on. */
+  modRevision: string;
 }
 
 /** How long past its first sighting an unknown holder of our key may take to expire. */
@@ -32,7 +34,7 @@ export function decideJoin(
   ttlSeconds: number,
 ): JoinDecision {
   if (existing.record?.runID !== undefined && existing.record.runID === me.runID)
-    return { kind: "revoke-earlier-run" };
+    return { kind: "take-over" };
   if (now - firstSeenAt < expiryGraceMs(ttlSeconds)) {
     return {
       kind: "wait",

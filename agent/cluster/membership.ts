@@ -46,17 +46,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Joins the cluster, retrying until etcd answers. Rejects with DuplicateMachineError only. */
   async join(): Promise<void> {
     let firstConflictAt: number | undefined;
+    let replace: ExistingMember | undefined;
     for (let attempt = 1; !this.stopped; attempt++) {
       try {
-        const conflict = await this.register();
+        const conflict = await this.register(replace);
+        replace = undefined;
         if (conflict === "joined") break;
         if (conflict === "vanished") continue;
         firstConflictAt ??= Date.now();
         const decision = decideJoin(this.machine, conflict, firstConflictAt, Date.now(), this.ttlSeconds);
         if (decision.kind === "refuse") throw new DuplicateMachineError(decision.message);
-        if (decision.kind === "revoke-earlier-run") {
-          this.log.info({ lease: conflict.lease }, "revoking the lease of this agent's earlier run");
-          await this.revokeLease(conflict.lease);
+        if (decision.kind === "take-over") {
+          replace = conflict;
           continue;
         }
         if (attempt === 1) this.log.warn({ lease: conflict.lease }, decision.reason);
@@ -97,17 +98,18 @@ export class Membership extends EventEmitter<MembershipEvents> {
   }
 
   /**
-   * Grants a lease and creates the machine key under it, if the key is free. Otherwise revokes the
+   * Grants a lease and creates the machine key under it if the key is free, or takes it over from
+   * `replace` (an earlier run of this agent) if it is unchanged since read. Otherwise revokes the
    * new lease and returns who holds the key.
    */
-  private async register(): Promise<ExistingMember | "joined" | "vanished"> {
+  private async register(replace?: ExistingMember): Promise<ExistingMember | "joined" | "vanished"> {
     const key = this.keys.machine(this.machine.id);
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
     lease.on("lost", (err) => this.onLost(lease, err));
     try {
       await lease.grant();
       const res = await this.client
-        .if(key, "Create", "==", 0)
+        .if(key, "Mod", "==", replace?.modRevision ?? 0)
         .then(lease.put(key).value(JSON.stringify(this.machine)))
         .else(this.client.get(key))
         .commit();
@@ -117,20 +119,24 @@ export class Membership extends EventEmitter<MembershipEvents> {
         await lease.revoke().catch(() => undefined);
         // Gone between the compare and the read: try again at once.
         if (kv === undefined) return "vanished";
-        return { record: parseMachine(kv.value.toString()), lease: String(kv.lease) };
+        return {
+          record: parseMachine(kv.value.toString()),
+          lease: String(kv.lease),
+          modRevision: String(kv.mod_revision),
+        };
       }
     } catch (err) {
       lease.release();
       throw err;
     }
     this.lease = lease;
+    // Taking over from an earlier run moves the machine key to the new lease, so the machine never
+    // disappears; that run's lease keeps what it alone wrote (its engine leadership, states not
+    // yet written again) until it expires, as fleet's restarted agents did.
+    if (replace !== undefined)
+      this.log.info({ lease: replace.lease }, "took over from this agent's earlier run");
     this.log.info({ machine: this.machine.id, ttl: this.ttlSeconds }, "joined the cluster");
     return "joined";
-  }
-
-  private async revokeLease(id: string): Promise<void> {
-    // etcd3's Lease wraps leases it granted; an earlier run's lease is revoked by ID.
-    await this.client.leaseClient.leaseRevoke({ ID: id });
   }
 
   /** Writes the machine key again if it is deleted while our lease lives. */
