@@ -2,14 +2,15 @@
 // reconciles this machine's units with systemd, and serves the fleet v1 API.
 
 import { execFile } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces } from "node:os";
 import { dirname } from "node:path";
 import { hostUnitCheck } from "./api/hostunits.js";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
-import { Membership } from "./cluster/membership.js";
+import { DuplicateMachineError, Membership } from "./cluster/membership.js";
 import { coalesced } from "./coalesce.js";
 import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
 import {
@@ -37,6 +38,9 @@ import { systemctlReboot, Updater } from "./update/updater.js";
 import { AGENT_VERSION } from "./version.js";
 
 const DEFAULT_CONFIG_FILE = "/etc/flotilla/agent.json";
+const RUN_ID_FILE = "/run/flotilla/run-id";
+/** Exit code when another live machine holds this machine's ID. */
+const EXIT_DUPLICATE_MACHINE = 3;
 
 async function main(args: string[]): Promise<void> {
   // `agent.js health-gate`: the update health gate, run by flotilla-update-gate.service with the
@@ -69,6 +73,7 @@ async function main(args: string[]): Promise<void> {
     metadata: cfg.metadata,
     version: AGENT_VERSION,
     ...(apiPort ? { apiURL: `http://${publicIP}:${apiPort}` } : {}),
+    runID: await runID(),
   };
   log.info({ version: AGENT_VERSION, etcd: cfg.etcdEndpoints, publicIP, metadata: cfg.metadata }, "starting");
 
@@ -135,7 +140,17 @@ async function main(args: string[]): Promise<void> {
     }
   }
 
-  await membership.join();
+  const refuseDuplicate = (err: DuplicateMachineError) => {
+    log.fatal({ machine: machineID }, err.message);
+    process.stderr.write(`flotilla-agent: ${err.message}\n`);
+    // flotilla-agent.service does not restart on this code: a duplicate ID needs an operator.
+    process.exit(EXIT_DUPLICATE_MACHINE);
+  };
+  membership.on("duplicate", refuseDuplicate);
+  await membership.join().catch((err: unknown) => {
+    if (err instanceof DuplicateMachineError) refuseDuplicate(err);
+    throw err;
+  });
   const election = new LeaderElection(client, keys, membership);
   const engine = cfg.disableEngine
     ? undefined
@@ -336,6 +351,23 @@ async function writeInsecureRegistries(locations: string[], log: Logger): Promis
       "cannot write podman's registry settings",
     );
   }
+}
+
+/**
+ * This machine's run ID: random, kept in /run (a tmpfs), so it is the same for every run of the
+ * agent during one boot of this machine and differs between machines and boots (identity.ts).
+ */
+async function runID(): Promise<string> {
+  try {
+    const existing = (await readFile(RUN_ID_FILE, "utf8")).trim();
+    if (/^[0-9a-f-]{36}$/.test(existing)) return existing;
+  } catch {
+    // First run of this boot.
+  }
+  const id = randomUUID();
+  await mkdir(dirname(RUN_ID_FILE), { recursive: true });
+  await writeFile(RUN_ID_FILE, `${id}\n`);
+  return id;
 }
 
 function detectPublicIP(): string {

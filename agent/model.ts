@@ -47,6 +47,8 @@ export interface Machine {
   version: string;
   /** The agent's HTTP API base URL (used by fleetctl status/journal). */
   apiURL?: string;
+  /** Random per machine and boot (kept in /run): tells an earlier run of this agent from another machine with the same ID. */
+  runID?: string;
 }
 
 /** Where the engine placed a unit, and why. */

@@ -1,20 +1,37 @@
 // Cluster membership: this machine's record lives under an etcd lease, so it disappears on its
-// own when the machine dies. If the lease is lost (etcd outage longer than the TTL), a new one is
-// granted once etcd answers again and everything lease-bound is written anew ("rejoined").
+// own when the machine dies. The agent keeps it there:
+// - joining refuses a machine ID that a live member already holds (identity.ts);
+// - if the record is deleted while the lease lives (an operator's `etcdctl del`), it is written
+//   again at once, under the same lease;
+// - if the lease is lost (revoked, or expired during an etcd outage longer than the TTL), a new one
+//   is granted once etcd answers and everything lease-bound is written anew ("rejoined"). Writes
+//   under the lost lease stop at once: putLeased throws until the new lease is in place.
 
 import { EventEmitter } from "node:events";
-import type { Etcd3, Lease } from "etcd3";
+import type { Etcd3, Lease, Watcher } from "etcd3";
 import type { Logger } from "../log.js";
 import type { Machine } from "../model.js";
 import type { Keys } from "../registry/keys.js";
+import { decideJoin, type ExistingMember } from "./identity.js";
 
 export interface MembershipEvents {
   rejoined: [];
+  /** Rejoining found the machine ID held by another live machine. */
+  duplicate: [DuplicateMachineError];
+}
+
+/** Another live machine has this machine's ID: the agent must not join (exit code 3). */
+export class DuplicateMachineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DuplicateMachineError";
+  }
 }
 
 export class Membership extends EventEmitter<MembershipEvents> {
   private lease: Lease | undefined;
   private stopped = false;
+  private watcher: Watcher | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -26,18 +43,33 @@ export class Membership extends EventEmitter<MembershipEvents> {
     super();
   }
 
-  /** Joins the cluster, retrying until etcd answers. */
+  /** Joins the cluster, retrying until etcd answers. Rejects with DuplicateMachineError only. */
   async join(): Promise<void> {
+    let firstConflictAt: number | undefined;
+    let replace: ExistingMember | undefined;
     for (let attempt = 1; !this.stopped; attempt++) {
       try {
-        await this.register();
-        return;
+        const conflict = await this.register(replace);
+        replace = undefined;
+        if (conflict === "joined") break;
+        if (conflict === "vanished") continue;
+        firstConflictAt ??= Date.now();
+        const decision = decideJoin(this.machine, conflict, firstConflictAt, Date.now(), this.ttlSeconds);
+        if (decision.kind === "refuse") throw new DuplicateMachineError(decision.message);
+        if (decision.kind === "take-over") {
+          replace = conflict;
+          continue;
+        }
+        if (attempt === 1) this.log.warn({ lease: conflict.lease }, decision.reason);
+        await sleep(500);
       } catch (err) {
+        if (err instanceof DuplicateMachineError) throw err;
         if (attempt === 1 || attempt % 10 === 0)
           this.log.warn({ err: String(err), attempt }, "cannot join the cluster yet; retrying");
         await sleep(Math.min(1000 * attempt, 5000));
       }
     }
+    await this.watchOwnKey();
   }
 
   /** Puts a value under this machine's lease; throws while not a member. */
@@ -60,17 +92,82 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.stopped = true;
     const lease = this.lease;
     this.lease = undefined;
+    await this.watcher?.cancel().catch(() => undefined);
     if (lease)
       await lease.revoke().catch((err) => this.log.warn({ err: String(err) }, "lease revoke failed"));
   }
 
-  private async register(): Promise<void> {
+  /**
+   * Grants a lease and creates the machine key under it if the key is free, or takes it over from
+   * `replace` (an earlier run of this agent) if it is unchanged since read. Otherwise revokes the
+   * new lease and returns who holds the key.
+   */
+  private async register(replace?: ExistingMember): Promise<ExistingMember | "joined" | "vanished"> {
+    const key = this.keys.machine(this.machine.id);
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
     lease.on("lost", (err) => this.onLost(lease, err));
-    await lease.grant();
-    await lease.put(this.keys.machine(this.machine.id)).value(JSON.stringify(this.machine)).exec();
+    try {
+      await lease.grant();
+      const res = await this.client
+        .if(key, "Mod", "==", replace?.modRevision ?? 0)
+        .then(lease.put(key).value(JSON.stringify(this.machine)))
+        .else(this.client.get(key))
+        .commit();
+      if (!res.succeeded) {
+        const kv = res.responses[0]?.response_range?.kvs[0];
+        lease.release();
+        await lease.revoke().catch(() => undefined);
+        // Gone between the compare and the read: try again at once.
+        if (kv === undefined) return "vanished";
+        return {
+          record: parseMachine(kv.value.toString()),
+          lease: String(kv.lease),
+          modRevision: String(kv.mod_revision),
+        };
+      }
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
     this.lease = lease;
+    // Taking over from an earlier run moves the machine key to the new lease, so the machine never
+    // disappears; that run's lease keeps what it alone wrote (its engine leadership, states not
+    // yet written again) until it expires, as fleet's restarted agents did.
+    if (replace !== undefined)
+      this.log.info({ lease: replace.lease }, "took over from this agent's earlier run");
     this.log.info({ machine: this.machine.id, ttl: this.ttlSeconds }, "joined the cluster");
+    return "joined";
+  }
+
+  /** Writes the machine key again if it is deleted while our lease lives. */
+  private async watchOwnKey(): Promise<void> {
+    if (this.watcher !== undefined || this.stopped) return;
+    const key = this.keys.machine(this.machine.id);
+    try {
+      this.watcher = await this.client.watch().key(key).create();
+    } catch (err) {
+      this.log.error(
+        { err: String(err) },
+        "cannot watch this machine's key; a deleted key heals only on rejoin",
+      );
+      return;
+    }
+    this.watcher.on("delete", () => void this.restoreKey(key));
+  }
+
+  private async restoreKey(key: string): Promise<void> {
+    const lease = this.lease;
+    if (this.stopped || lease === undefined) return;
+    try {
+      const res = await this.client
+        .if(key, "Create", "==", 0)
+        .then(lease.put(key).value(JSON.stringify(this.machine)))
+        .commit();
+      if (res.succeeded) this.log.warn({ key }, "this machine's key was deleted; wrote it again");
+    } catch (err) {
+      // etcd unreachable: the lease keep-alive decides; if the lease is lost, rejoining writes the key.
+      this.log.warn({ err: String(err) }, "cannot restore this machine's key yet");
+    }
   }
 
   private onLost(lease: Lease, err: unknown): void {
@@ -78,9 +175,32 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.lease = undefined;
     this.log.warn({ err: String(err) }, "machine lease lost; rejoining when etcd answers");
     lease.release();
-    void this.join().then(() => {
-      if (!this.stopped) this.emit("rejoined");
-    });
+    this.join().then(
+      () => {
+        if (!this.stopped) this.emit("rejoined");
+      },
+      (joinErr: unknown) => {
+        if (joinErr instanceof DuplicateMachineError) this.emit("duplicate", joinErr);
+      },
+    );
+  }
+}
+
+function parseMachine(raw: string): Machine | undefined {
+  try {
+    const v = JSON.parse(raw) as unknown;
+    if (typeof v !== "object" || v === null) return undefined;
+    const m = v as Record<string, unknown>;
+    if (typeof m.id !== "string" || typeof m.publicIP !== "string") return undefined;
+    return {
+      id: m.id,
+      publicIP: m.publicIP,
+      metadata: {},
+      version: typeof m.version === "string" ? m.version : "",
+      ...(typeof m.runID === "string" ? { runID: m.runID } : {}),
+    };
+  } catch {
+    return undefined;
   }
 }
 
