@@ -10,7 +10,16 @@ import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { Membership } from "./cluster/membership.js";
 import { coalesced } from "./coalesce.js";
-import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
+import {
+  type AgentConfig,
+  ConfigError,
+  etcdSecurity,
+  readConfigFile,
+  readTlsFiles,
+  resolveConfig,
+  type TlsFiles,
+  tlsNeededBy,
+} from "./config.js";
 import {
   INSECURE_REGISTRIES_FILE,
   insecureRegistriesConf,
@@ -44,9 +53,12 @@ async function main(args: string[]): Promise<void> {
   const configFlag = argv.find((a) => a.startsWith("--config="));
   const configFile = configFlag ? configFlag.slice("--config=".length) : DEFAULT_CONFIG_FILE;
   let cfg: AgentConfig;
+  let tls: TlsFiles | undefined;
   try {
     const flags = argv.filter((a) => a !== configFlag);
     cfg = resolveConfig(readConfigFile(configFile), process.env, flags, configFile);
+    const neededBy = tlsNeededBy(cfg);
+    tls = neededBy ? readTlsFiles(cfg, neededBy) : undefined;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`flotilla-agent: ${err.message}\n`);
@@ -58,7 +70,7 @@ async function main(args: string[]): Promise<void> {
   const machineID = cfg.machineID ?? readFileSync("/etc/machine-id", "utf8").trim();
   const log = createLogger(cfg.logLevel, { machine: machineID.slice(0, 8) });
   if (healthGate)
-    process.exit(await runHealthGate({ cfg, machineID, log: log.child({ part: "health-gate" }) }));
+    process.exit(await runHealthGate({ cfg, tls, machineID, log: log.child({ part: "health-gate" }) }));
   const apiPort = cfg.apiListen ? Number(cfg.apiListen.split(":").pop()) : undefined;
   const publicIP = cfg.publicIP ?? detectPublicIP();
   const machine: Machine = {
@@ -66,11 +78,11 @@ async function main(args: string[]): Promise<void> {
     publicIP,
     metadata: cfg.metadata,
     version: AGENT_VERSION,
-    ...(apiPort ? { apiURL: `http://${publicIP}:${apiPort}` } : {}),
+    ...(apiPort ? { apiURL: `https://${publicIP}:${apiPort}` } : {}),
   };
   log.info({ version: AGENT_VERSION, etcd: cfg.etcdEndpoints, publicIP, metadata: cfg.metadata }, "starting");
 
-  const client = createEtcdClient(cfg.etcdEndpoints);
+  const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, tls));
   const keys = new Keys(cfg.etcdPrefix);
   const registry = new EtcdRegistry(client, keys);
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
@@ -106,8 +118,9 @@ async function main(args: string[]): Promise<void> {
     pageSize: cfg.tokenLimit,
     services,
     updates,
+    tls,
   });
-  await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
+  await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });
   const dnsServers: DnsServer[] = [];
   for (const addr of dnsAddresses) {
     const colon = addr.lastIndexOf(":");
