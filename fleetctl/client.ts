@@ -2,6 +2,7 @@
 // Unlike fleet's client, every request is bounded by --request-timeout (fleet's API client had
 // none and hung on a silent server), and transport failures name the endpoint and the cause.
 
+import { X509Certificate } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import {
@@ -386,10 +387,11 @@ function tlsRefusal(code: string | undefined, tls: ClientTls | undefined): strin
         : "the API refused the TLS handshake";
     case "ECONNRESET":
     case "EPIPE":
-      // TLS 1.3 servers may close before their alert is read: without a certificate that is why.
+      // Under TLS 1.3 the server checks our certificate after we have sent the request, and its
+      // close can overtake its alert. Whatever our own certificate says is then the best reason.
       return noCert
         ? `the API closed the connection: it requires a client certificate; ${GIVE_CERT}`
-        : undefined;
+        : ownCertificateProblem(tls);
     case "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA":
       return "the API refused the client certificate: it was not issued by the cluster's CA";
     case "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED":
@@ -413,6 +415,23 @@ function tlsRefusal(code: string | undefined, tls: ClientTls | undefined): strin
     default:
       return undefined;
   }
+}
+
+/** Why the server would refuse our certificate, judged locally: expired, or not from --ca-file. */
+function ownCertificateProblem(tls: ClientTls): string | undefined {
+  try {
+    const cert = new X509Certificate(tls.cert as Buffer);
+    const now = Date.now();
+    if (Date.parse(cert.validTo) < now || Date.parse(cert.validFrom) > now) {
+      return `the API refused the client certificate: it is valid only from ${cert.validFrom} to ${cert.validTo}`;
+    }
+    if (tls.ca !== undefined && !cert.verify(new X509Certificate(tls.ca).publicKey)) {
+      return "the API refused the client certificate: it was not issued by the cluster's CA (--ca-file)";
+    }
+  } catch {
+    // Not a PEM certificate: the TLS layer will have said so already.
+  }
+  return "the API closed the connection during the TLS handshake: it may have refused the client certificate";
 }
 
 function journalPath(name: string, opts: JournalOptions, follow: boolean): string {
