@@ -422,8 +422,11 @@ function ownCertificateProblem(tls: ClientTls): string | undefined {
   try {
     const cert = new X509Certificate(tls.cert as Buffer);
     const now = Date.now();
-    if (Date.parse(cert.validTo) < now || Date.parse(cert.validFrom) > now) {
-      return `the API refused the client certificate: it is valid only from ${cert.validFrom} to ${cert.validTo}`;
+    if (Date.parse(cert.validTo) < now) {
+      return `the API refused the client certificate: it has expired (not after ${cert.validTo})`;
+    }
+    if (Date.parse(cert.validFrom) > now) {
+      return `the API refused the client certificate: it is not valid before ${cert.validFrom}`;
     }
     if (tls.ca !== undefined && !cert.verify(new X509Certificate(tls.ca).publicKey)) {
       return "the API refused the client certificate: it was not issued by the cluster's CA (--ca-file)";
