@@ -90,9 +90,15 @@ describe("scripts/up's cluster over mutual TLS", () => {
     expect(started.code, started.stderr).toBe(0);
     const m2 = local.cluster.machines[1];
     expect(started.stdout).toContain(`Unit tls-hello.service launched on ${m2?.id.slice(0, 8)}`);
-    const status = await fc("status", "tls-hello.service");
+    const status = await waitFor(
+      "the unit's status, active",
+      async () => {
+        const r = await fc("status", "tls-hello.service");
+        return r.stdout.includes("Active: active (running)") ? r : undefined;
+      },
+      30_000,
+    );
     expect(status.code, status.stderr).toBe(0);
-    expect(status.stdout).toContain("Active: active (running)");
     const journal = await waitFor(
       "the unit's output in its journal",
       async () => {
