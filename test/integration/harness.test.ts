@@ -15,9 +15,12 @@ const repo = path.resolve(import.meta.dirname, "../..");
 
 /** curl inside a machine with the machine's own certificate, as its agent talks to etcd. */
 const CURL_TLS = [
-  `--cacert=/${MACHINE_TLS_FILES.ca}`,
-  `--cert=/${MACHINE_TLS_FILES.cert}`,
-  `--key=/${MACHINE_TLS_FILES.key}`,
+  "--cacert",
+  `/${MACHINE_TLS_FILES.ca}`,
+  "--cert",
+  `/${MACHINE_TLS_FILES.cert}`,
+  "--key",
+  `/${MACHINE_TLS_FILES.key}`,
 ];
 
 /** POST to etcd's JSON gateway from the host with the harness's client certificate. */
@@ -135,7 +138,8 @@ describe("harness: three machines without the agent", () => {
         "-sS",
         "--max-time",
         "5",
-        `--cacert=/${MACHINE_TLS_FILES.ca}`,
+        "--cacert",
+        `/${MACHINE_TLS_FILES.ca}`,
         `${cluster.endpoint}/health`,
       ]);
       expect(anonymous.code).not.toBe(0);
