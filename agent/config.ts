@@ -60,6 +60,17 @@ export interface AgentConfig {
   pinnedVersion: string;
   /** Resource limits of the API and DNS listeners (docs/security.md "Resource limits"). */
   limits: ResourceLimits;
+  // Cluster PKI (docs/security.md). One CA, and this machine's certificate, serve three ends: the
+  // TCP API (TLS only, clients need a certificate from the CA), calls to other agents (status and
+  // journal proxy) and etcd (used when the endpoints are https). PEM files.
+  /** The cluster CA: API clients, other agents and etcd must present certificates it issued. */
+  tlsCaFile: string;
+  /** This machine's certificate (OU=machine; SANs its address and host name) and its key. */
+  tlsCertFile: string;
+  tlsKeyFile: string;
+  /** etcd user and password on top of the certificate, when etcd has auth enabled ("" = none). */
+  etcdUsername: string;
+  etcdPassword: string;
 }
 
 // ---- Resource limits: connection caps and timeouts per listener, followed journals.
@@ -154,6 +165,11 @@ export const DEFAULT_CONFIG: AgentConfig = {
   healthSettleSeconds: 600,
   pinnedVersion: "",
   limits: DEFAULT_LIMITS,
+  tlsCaFile: "/etc/flotilla/tls/ca.pem",
+  tlsCertFile: "/etc/flotilla/tls/machine.pem",
+  tlsKeyFile: "/etc/flotilla/tls/machine-key.pem",
+  etcdUsername: "",
+  etcdPassword: "",
 };
 
 export class ConfigError extends Error {
@@ -181,6 +197,14 @@ const positiveInt =
     const n = Number(raw);
     if (!Number.isInteger(n) || n <= 0) return `must be a positive integer, got ${JSON.stringify(raw)}`;
     cfg[key] = n;
+    return undefined;
+  };
+
+const absolutePath =
+  (key: "tlsCaFile" | "tlsCertFile" | "tlsKeyFile"): Setter =>
+  (cfg, raw) => {
+    if (!raw.startsWith("/")) return `must be an absolute path, got ${JSON.stringify(raw)}`;
+    cfg[key] = raw;
     return undefined;
   };
 
@@ -326,6 +350,17 @@ const SETTERS: Record<string, Setter> = {
     cfg.pinnedVersion = raw;
     return undefined;
   },
+  "tls-ca-file": absolutePath("tlsCaFile"),
+  "tls-cert-file": absolutePath("tlsCertFile"),
+  "tls-key-file": absolutePath("tlsKeyFile"),
+  "etcd-username": (cfg, raw) => {
+    cfg.etcdUsername = raw;
+    return undefined;
+  },
+  "etcd-password": (cfg, raw) => {
+    cfg.etcdPassword = raw;
+    return undefined;
+  },
   "log-level": (cfg, raw) => {
     if (!/^(trace|debug|info|warn|error|fatal)$/.test(raw)) return `unknown log level ${JSON.stringify(raw)}`;
     cfg.logLevel = raw;
@@ -372,8 +407,56 @@ export function resolveConfig(
     if (!m) problems.push(`flag ${flag}: expected --key=value`);
     else apply(`flag --${m[1]}`, m[1] as string, m[2] as string);
   }
+  const schemes = new Set(cfg.etcdEndpoints.map((e) => e.slice(0, e.indexOf(":"))));
+  if (schemes.size > 1) problems.push("etcd-endpoints: mix http:// and https://; use one scheme for all");
+  if (cfg.etcdPassword !== "" && cfg.etcdUsername === "")
+    problems.push("etcd-password: set without etcd-username");
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;
+}
+
+/** The PEM contents of the cluster PKI files, read when the TCP API or an https etcd needs them. */
+export interface TlsFiles {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Reads tls-ca-file, tls-cert-file and tls-key-file; a missing one is a ConfigError naming it and why. */
+export function readTlsFiles(cfg: AgentConfig, neededBy: string): TlsFiles {
+  const problems: string[] = [];
+  const read = (key: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      problems.push(`${key} ${path} (needed by ${neededBy}): ${(err as Error).message}`);
+      return Buffer.alloc(0);
+    }
+  };
+  const files = {
+    ca: read("tls-ca-file", cfg.tlsCaFile),
+    cert: read("tls-cert-file", cfg.tlsCertFile),
+    key: read("tls-key-file", cfg.tlsKeyFile),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return files;
+}
+
+/** The etcd client's security from the config: the PKI files (read by readTlsFiles) and user. */
+export function etcdSecurity(cfg: AgentConfig, tls: TlsFiles | undefined) {
+  return {
+    ...(tls ? { tls } : {}),
+    ...(cfg.etcdUsername ? { username: cfg.etcdUsername, password: cfg.etcdPassword } : {}),
+  };
+}
+
+/** What needs the PKI files under `cfg`, or undefined when nothing does (socket-only, http etcd). */
+export function tlsNeededBy(cfg: AgentConfig): string | undefined {
+  const needs = [
+    ...(cfg.apiListen !== "" ? ["the TCP API (api-listen)"] : []),
+    ...(cfg.etcdEndpoints.some((e) => e.startsWith("https:")) ? ["etcd over https"] : []),
+  ];
+  return needs.length > 0 ? needs.join(" and ") : undefined;
 }
 
 function fileValueToString(value: unknown): string {

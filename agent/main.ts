@@ -12,7 +12,16 @@ import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { DuplicateMachineError, Membership } from "./cluster/membership.js";
 import { coalesced } from "./coalesce.js";
-import { type AgentConfig, ConfigError, readConfigFile, resolveConfig } from "./config.js";
+import {
+  type AgentConfig,
+  ConfigError,
+  etcdSecurity,
+  readConfigFile,
+  readTlsFiles,
+  resolveConfig,
+  type TlsFiles,
+  tlsNeededBy,
+} from "./config.js";
 import {
   INSECURE_REGISTRIES_FILE,
   insecureRegistriesConf,
@@ -50,9 +59,12 @@ async function main(args: string[]): Promise<void> {
   const configFlag = argv.find((a) => a.startsWith("--config="));
   const configFile = configFlag ? configFlag.slice("--config=".length) : DEFAULT_CONFIG_FILE;
   let cfg: AgentConfig;
+  let tls: TlsFiles | undefined;
   try {
     const flags = argv.filter((a) => a !== configFlag);
     cfg = resolveConfig(readConfigFile(configFile), process.env, flags, configFile);
+    const neededBy = tlsNeededBy(cfg);
+    tls = neededBy ? readTlsFiles(cfg, neededBy) : undefined;
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`flotilla-agent: ${err.message}\n`);
@@ -64,7 +76,7 @@ async function main(args: string[]): Promise<void> {
   const machineID = cfg.machineID ?? readFileSync("/etc/machine-id", "utf8").trim();
   const log = createLogger(cfg.logLevel, { machine: machineID.slice(0, 8) });
   if (healthGate)
-    process.exit(await runHealthGate({ cfg, machineID, log: log.child({ part: "health-gate" }) }));
+    process.exit(await runHealthGate({ cfg, tls, machineID, log: log.child({ part: "health-gate" }) }));
   const apiPort = cfg.apiListen ? Number(cfg.apiListen.split(":").pop()) : undefined;
   const publicIP = cfg.publicIP ?? detectPublicIP();
   const machine: Machine = {
@@ -72,7 +84,7 @@ async function main(args: string[]): Promise<void> {
     publicIP,
     metadata: cfg.metadata,
     version: AGENT_VERSION,
-    ...(apiPort ? { apiURL: `http://${publicIP}:${apiPort}` } : {}),
+    ...(apiPort ? { apiURL: `https://${publicIP}:${apiPort}` } : {}),
     runID: await runID(),
   };
   log.info({ version: AGENT_VERSION, etcd: cfg.etcdEndpoints, publicIP, metadata: cfg.metadata }, "starting");
@@ -80,7 +92,7 @@ async function main(args: string[]): Promise<void> {
   // Before the API listens: bridged containers never reach it or etcd (docs/security.md).
   await applyContainerFence(cfg, log.child({ part: "fence" }));
 
-  const client = createEtcdClient(cfg.etcdEndpoints);
+  const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, tls));
   const keys = new Keys(cfg.etcdPrefix);
   const registry = new EtcdRegistry(client, keys);
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
@@ -118,8 +130,9 @@ async function main(args: string[]): Promise<void> {
     updates,
     isHostUnit: hostUnitCheck(cfg.unitDir),
     limits: cfg.limits.api,
+    tls,
   });
-  await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
+  await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });
   const dnsServers: DnsServer[] = [];
   for (const addr of dnsAddresses) {
     const colon = addr.lastIndexOf(":");

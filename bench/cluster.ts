@@ -3,7 +3,7 @@
 //   npx tsx bench/cluster.ts [--units=100]
 
 import { Cluster } from "../test/harness/index.js";
-import { EtcdView, waitFor } from "../test/integration/support.js";
+import { EtcdView, httpRequest, waitFor } from "../test/integration/support.js";
 
 const count = Number(process.argv.find((a) => a.startsWith("--units="))?.split("=")[1] ?? 100);
 
@@ -12,15 +12,14 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function putUnit(api: string, name: string): Promise<void> {
-  const res = await fetch(`${api}/fleet/v1/units/${encodeURIComponent(name)}`, {
-    method: "PUT",
+  const res = await httpRequest("PUT", api, `/fleet/v1/units/${encodeURIComponent(name)}`, {
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
       desiredState: "launched",
       options: [{ section: "Service", name: "ExecStart", value: "/bin/sleep infinity" }],
     }),
   });
-  if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${await res.text()}`);
+  if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${res.text}`);
 }
 
 const cluster = await Cluster.start({ machines: 3 });

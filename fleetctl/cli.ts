@@ -3,8 +3,9 @@
 // commands, global flags anywhere, FLEETCTL_* env for global flags, and exit 0 with usage on
 // unknown commands and flag errors.
 
+import { readFileSync } from "node:fs";
 import yargs from "yargs";
-import { type ClientOptions, type FleetApi, HttpFleetApi } from "./client.js";
+import { type ClientOptions, type ClientTls, type FleetApi, HttpFleetApi } from "./client.js";
 import { API_COMMANDS, type Flags } from "./commands.js";
 import { type CommandContext, lineWriter, machineCache, type Writer } from "./context.js";
 import { parseEndpoint } from "./endpoint.js";
@@ -221,6 +222,33 @@ function flagsFor(cmd: CommandSpec, given: Record<string, FlagValue>): Flags {
   };
 }
 
+/**
+ * --ca-file, --cert-file and --key-file (or FLEETCTL_*) for an https:// endpoint; ignored for
+ * others, as fleet did. Certificate and key come together.
+ */
+function readClientTls(get: (name: string) => FlagValue): ClientTls | { error: string } {
+  const certFile = String(get("cert-file"));
+  const keyFile = String(get("key-file"));
+  if ((certFile === "") !== (keyFile === "")) {
+    return { error: "--cert-file and --key-file go together: give both or neither" };
+  }
+  const tls: ClientTls = {};
+  for (const [flag, field] of [
+    ["ca-file", "ca"],
+    ["cert-file", "cert"],
+    ["key-file", "key"],
+  ] as const) {
+    const file = String(get(flag));
+    if (file === "") continue;
+    try {
+      tls[field] = readFileSync(file);
+    } catch (e) {
+      return { error: `--${flag} ${file}: ${(e as Error).message}` };
+    }
+  }
+  return tls;
+}
+
 function clientOptions(
   globals: Record<string, FlagValue>,
   err: (line: string) => void,
@@ -231,9 +259,11 @@ function clientOptions(
   const driver = get("experimental-api") === false ? "etcd" : String(get("driver"));
   if (driver !== "API") return { error: `unrecognized driver ${JSON.stringify(driver)}` };
   if (get("tunnel") !== "") return { error: "--tunnel is not supported by Flotilla" };
-  const tls = ["ca-file", "cert-file", "key-file", "etcd-cafile", "etcd-certfile", "etcd-keyfile"];
-  if (tls.some((f) => get(f) !== ""))
-    return { error: "TLS client options (--ca-file, --cert-file, --key-file) are not supported" };
+  if (["etcd-cafile", "etcd-certfile", "etcd-keyfile"].some((f) => get(f) !== ""))
+    return {
+      error:
+        "--etcd-cafile, --etcd-certfile and --etcd-keyfile are not supported: use --ca-file, --cert-file and --key-file",
+    };
   const timeout = Number(get("request-timeout"));
   if (!(timeout > 0)) return { error: "--request-timeout must be a positive number of seconds" };
   let parsed: ReturnType<typeof parseEndpoint>;
@@ -243,8 +273,11 @@ function clientOptions(
     return { error: e instanceof Error ? e.message : String(e) };
   }
   if (parsed.warning) err(`WARNING: ${parsed.warning}`);
+  const tls = parsed.endpoint.kind === "tcp" && parsed.endpoint.tls === true ? readClientTls(get) : undefined;
+  if (tls && "error" in tls) return tls;
   return {
     endpoint: parsed.endpoint,
+    ...(tls ? { tls } : {}),
     timeoutMs: Math.round(timeout * 1000),
     debug: get("debug") === true ? (line) => err(`DEBUG ${line}`) : undefined,
   };

@@ -2,7 +2,9 @@
 // Unlike fleet's client, every request is bounded by --request-timeout (fleet's API client had
 // none and hung on a silent server), and transport failures name the endpoint and the cause.
 
+import { X509Certificate } from "node:crypto";
 import http from "node:http";
+import https from "node:https";
 import {
   API_PREFIX,
   EXT_PREFIX,
@@ -84,9 +86,17 @@ export interface FleetApi {
   close(): void;
 }
 
+/** PEM contents from --ca-file, --cert-file and --key-file, for an https:// endpoint. */
+export interface ClientTls {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}
+
 export interface ClientOptions {
   endpoint: Endpoint;
   timeoutMs: number;
+  tls?: ClientTls;
   /** Receives fleet's `HTTP GET …` debug lines. */
   debug?: (line: string) => void;
 }
@@ -105,7 +115,10 @@ export class HttpFleetApi implements FleetApi {
   constructor(private readonly opts: ClientOptions) {
     // No keep-alive: a poll reusing a socket the server just closed would fail for no reason,
     // and a fresh connection to the local socket costs next to nothing.
-    this.agent = new http.Agent({ keepAlive: false, maxSockets: 8 });
+    const agentOpts = { keepAlive: false, maxSockets: 8 };
+    this.agent = isTls(opts.endpoint)
+      ? new https.Agent({ ...agentOpts, ...opts.tls })
+      : new http.Agent(agentOpts);
     this.host = opts.endpoint.kind === "unix" ? "domain-sock" : hostHeader(opts.endpoint);
   }
 
@@ -269,7 +282,7 @@ export class HttpFleetApi implements FleetApi {
   ): Promise<{ res: http.IncomingMessage; text: string }> {
     const { endpoint, timeoutMs, debug } = this.opts;
     const fullPath = endpoint.kind === "tcp" ? endpoint.basePath + path : path;
-    const url = `http://${this.host}${fullPath}`;
+    const url = `${isTls(endpoint) ? "https" : "http"}://${this.host}${fullPath}`;
     debug?.(`HTTP ${method} ${url}`);
     return new Promise((resolve, reject) => {
       let settled = false;
@@ -279,7 +292,7 @@ export class HttpFleetApi implements FleetApi {
         clearTimeout(timer);
         reject(err instanceof TransportError ? err : this.transportError(method, path, err));
       };
-      const req = http.request({
+      const req = (isTls(endpoint) ? https : http).request({
         method,
         path: fullPath,
         agent: this.agent,
@@ -328,7 +341,13 @@ export class HttpFleetApi implements FleetApi {
 
   private transportError(method: string, path: string, err: Error): TransportError {
     const code = (err as NodeJS.ErrnoException).code;
-    const cause = code !== undefined && code in ERRNO_TEXT ? `${ERRNO_TEXT[code]} (${code})` : err.message;
+    const tlsCause = isTls(this.opts.endpoint) ? tlsRefusal(code, this.opts.tls) : undefined;
+    const cause =
+      tlsCause !== undefined
+        ? `${tlsCause} (${code})`
+        : code !== undefined && code in ERRNO_TEXT
+          ? `${ERRNO_TEXT[code]} (${code})`
+          : err.message;
     return new TransportError(
       `cannot reach fleet API at ${this.opts.endpoint.display} (${method} ${path}): ${cause}`,
     );
@@ -347,6 +366,76 @@ const ERRNO_TEXT: Record<string, string> = {
   ENOTSOCK: "not a socket",
   EPIPE: "broken pipe",
 };
+
+function isTls(endpoint: Endpoint): boolean {
+  return endpoint.kind === "tcp" && endpoint.tls === true;
+}
+
+const GIVE_CERT = "give --cert-file and --key-file (or FLEETCTL_CERT_FILE and FLEETCTL_KEY_FILE)";
+
+/**
+ * Why a TLS connection failed, in words: the server's alert when it refused our certificate,
+ * or what was wrong with its own. Undefined for errors that are not about TLS.
+ */
+function tlsRefusal(code: string | undefined, tls: ClientTls | undefined): string | undefined {
+  const noCert = tls?.cert === undefined;
+  switch (code) {
+    case "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED":
+    case "ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE":
+      return noCert
+        ? `the API requires a client certificate: ${GIVE_CERT}`
+        : "the API refused the TLS handshake";
+    case "ECONNRESET":
+    case "EPIPE":
+      // Under TLS 1.3 the server checks our certificate after we have sent the request, and its
+      // close can overtake its alert. Whatever our own certificate says is then the best reason.
+      return noCert
+        ? `the API closed the connection: it requires a client certificate; ${GIVE_CERT}`
+        : ownCertificateProblem(tls);
+    case "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA":
+      return "the API refused the client certificate: it was not issued by the cluster's CA";
+    case "ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED":
+      return "the API refused the client certificate: it has expired (or is not yet valid)";
+    case "ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE":
+    case "ERR_SSL_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE":
+    case "ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR":
+      return "the API refused the client certificate";
+    case "CERT_HAS_EXPIRED":
+      return "the API's certificate has expired";
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "CERT_SIGNATURE_FAILURE":
+      return tls?.ca === undefined
+        ? "the API's certificate is not trusted: give the cluster CA with --ca-file (or FLEETCTL_CA_FILE)"
+        : "the API's certificate was not issued by the CA in --ca-file";
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+      return "the API's certificate does not name the host in --endpoint";
+    default:
+      return undefined;
+  }
+}
+
+/** Why the server would refuse our certificate, judged locally: expired, or not from --ca-file. */
+function ownCertificateProblem(tls: ClientTls): string | undefined {
+  try {
+    const cert = new X509Certificate(tls.cert as Buffer);
+    const now = Date.now();
+    if (Date.parse(cert.validTo) < now) {
+      return `the API refused the client certificate: it has expired (not after ${cert.validTo})`;
+    }
+    if (Date.parse(cert.validFrom) > now) {
+      return `the API refused the client certificate: it is not valid before ${cert.validFrom}`;
+    }
+    if (tls.ca !== undefined && !cert.verify(new X509Certificate(tls.ca).publicKey)) {
+      return "the API refused the client certificate: it was not issued by the cluster's CA (--ca-file)";
+    }
+  } catch {
+    // Not a PEM certificate: the TLS layer will have said so already.
+  }
+  return "the API closed the connection during the TLS handshake: it may have refused the client certificate";
+}
 
 function journalPath(name: string, opts: JournalOptions, follow: boolean): string {
   const query = `lines=${opts.lines}&output=${encodeURIComponent(opts.output)}${follow ? "&follow=1" : ""}`;

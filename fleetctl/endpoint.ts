@@ -5,7 +5,7 @@ export const DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock";
 /** Where requests go: a unix socket (HTTP host `domain-sock`) or a TCP host. */
 export type Endpoint =
   | { kind: "unix"; socketPath: string; display: string }
-  | { kind: "tcp"; host: string; port: number; basePath: string; display: string };
+  | { kind: "tcp"; host: string; port: number; basePath: string; display: string; tls?: true };
 
 export interface ParsedEndpoint {
   endpoint: Endpoint;
@@ -36,7 +36,7 @@ export function parseEndpoint(value: string): ParsedEndpoint {
     if (path.length === 0) throw new Error(`no socket path in endpoint "${first}"`);
     return { endpoint: { kind: "unix", socketPath: decodeURIComponent(path), display: first }, warning };
   }
-  if (scheme === "http") {
+  if (scheme === "http" || scheme === "https") {
     let url: URL;
     try {
       url = new URL(first);
@@ -49,15 +49,15 @@ export function parseEndpoint(value: string): ParsedEndpoint {
       endpoint: {
         kind: "tcp",
         host,
-        port: url.port === "" ? 80 : Number(url.port),
+        port: url.port === "" ? (scheme === "https" ? 443 : 80) : Number(url.port),
         basePath: url.pathname.replace(/\/+$/, ""),
         display: first,
+        ...(scheme === "https" ? { tls: true as const } : {}),
       },
       warning,
     };
   }
-  // fleet would also speak https with --ca-file etc.; Flotilla's API is plain HTTP or a socket.
-  throw new Error(`unsupported endpoint scheme "${scheme}" (use unix://, file:// or http://)`);
+  throw new Error(`unsupported endpoint scheme "${scheme}" (use unix://, file://, https:// or http://)`);
 }
 
 function splitAuthority(rest: string): { host: string; path: string } {

@@ -1,5 +1,7 @@
-// Keeps the local cluster of scripts/up running until SIGTERM (scripts/down). It writes
-// .cache/up/cluster.json once the cluster is ready, and answers scripts/machine on a root-only unix
+// Keeps the local cluster of scripts/up (mutual TLS throughout) running until SIGTERM
+// (scripts/down). It writes .cache/up/cluster.json once the cluster is ready, and
+// .cache/up/fleetctl.env with fleetctl's settings (scripts/lib/local-cluster.ts). It answers
+// scripts/machine on a root-only unix
 // socket (.cache/up/control.sock): power a machine off, kill it, start it again, or run a command
 // in it. Only this process can do that: the machines are its children, in its harness run.
 //   npx tsx scripts/local-cluster.ts [--machines=3]
@@ -16,7 +18,7 @@ const CONTROL_SOCKET = join(STATE_DIR, "control.sock");
 const machines = Number(process.argv.find((a) => a.startsWith("--machines="))?.split("=")[1] ?? 3);
 
 mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-const local = await startLocalCluster(machines);
+const local = await startLocalCluster({ machines, stateDir: STATE_DIR });
 const { cluster } = local;
 /** Users name machines m1, m2, … (their `name` metadata), or by machine ID (prefix). */
 function byName(name: string): Machine | undefined {
@@ -80,7 +82,13 @@ chmodSync(CONTROL_SOCKET, 0o600);
 const state = {
   pid: process.pid,
   etcd: cluster.endpoint,
-  endpoint: cluster.machines[0]?.apiURL,
+  endpoint: local.env.FLEETCTL_ENDPOINT,
+  envFile: local.envFile,
+  tls: {
+    ca: local.env.FLEETCTL_CA_FILE,
+    cert: local.env.FLEETCTL_CERT_FILE,
+    key: local.env.FLEETCTL_KEY_FILE,
+  },
   registry: { url: local.registry.url, name: DEMO_REGISTRY },
   runDir: cluster.runDir,
   machines: cluster.machines.map((m, i) => ({ name: `m${i + 1}`, id: m.id, ip: m.ip, apiURL: m.apiURL })),
@@ -94,7 +102,8 @@ const stop = async () => {
   control.close();
   rmSync(CONTROL_SOCKET, { force: true });
   await local.teardown();
-  rmSync(join(STATE_DIR, "cluster.json"), { force: true });
+  for (const f of ["cluster.json", "fleetctl.env", "tls"])
+    rmSync(join(STATE_DIR, f), { recursive: true, force: true });
   process.exit(0);
 };
 process.on("SIGTERM", () => void stop());

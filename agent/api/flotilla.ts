@@ -91,6 +91,7 @@ export function commandTarget(
 
 /**
  * Forwards a GET to `baseURL + path` and streams the answer back (status, Content-Type, body).
+ * `tls` is this machine's certificate and key and the cluster CA, for https URLs.
  * `timeoutMs` bounds silence on the upstream connection; 0 means none (a followed journal).
  * A client that goes away aborts the upstream request. Resolves when the exchange is over;
  * rejects with a 502 when the machine cannot be reached before anything was answered.
@@ -101,11 +102,14 @@ export function proxyGet(
   path: string,
   headers: Record<string, string>,
   timeoutMs: number,
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer },
 ): Promise<void> {
   const url = new URL(baseURL.replace(/\/+$/, "") + path);
   const client = url.protocol === "https:" ? https : http;
   return new Promise((resolve, reject) => {
-    const upstream = client.request(url, { method: "GET", headers });
+    // Over https the other agent is verified against the cluster CA and sees this machine's own
+    // certificate (role machine), which is all the status/journal routes ask for.
+    const upstream = client.request(url, { method: "GET", headers, ...(tls ?? {}) });
     if (timeoutMs > 0) {
       upstream.setTimeout(timeoutMs, () =>
         upstream.destroy(new Error(`no answer within ${Math.round(timeoutMs / 1000)} s`)),

@@ -4,12 +4,15 @@
 // Choices where fleet gives none:
 // - `Server: fleetd/<version> (flotilla)`: fleet's product token first, so anything reading the
 //   header as fleet's still finds `fleetd/<version>`; the comment says which implementation it is.
-// - The unix socket is created with mode 0660 (owner and group): the API is root-equivalent
-//   (fleet-compat.md §5 "Security"), and fleet's systemd socket unit left it at systemd's 0666.
+// - The unix socket is created with mode 0600 (root only): a request on it is trusted as the
+//   machine's root (auth.ts), so no group may share it; fleet's socket unit left it at 0666.
+// - The TCP listener is TLS only and requires a client certificate from the cluster CA; roles
+//   from the certificate are checked before routing (auth.ts, docs/security.md).
 // - Error bodies always carry a message; fleet left it empty on 404/405/500.
 
 import { chmod, lstat, unlink } from "node:fs/promises";
 import http, { type IncomingMessage, type RequestListener, type ServerResponse } from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { pipeline } from "node:stream/promises";
 import { DEFAULT_CONFIG } from "../config.js";
@@ -19,6 +22,7 @@ import type { Registry } from "../registry/registry.js";
 import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { RebootLock } from "../update/lock.js";
 import type { UpdateStore } from "../update/store.js";
+import { authorize } from "./auth.js";
 import { SystemdCommands, type UnitCommands } from "./commands.js";
 import discovery from "./discovery.json" with { type: "json" };
 import { ApiError, classifyError, ETCD_UNAVAILABLE, errorBody } from "./errors.js";
@@ -59,7 +63,7 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 export const UNIT_BODY_MAX_BYTES = 512 * 1024;
 /** How much of an oversized body is read and dropped so the client sees the 413 (see readBody). */
 const DRAIN_MAX_BYTES = 16 * 1024 * 1024;
-export const DEFAULT_SOCKET_MODE = 0o660;
+export const DEFAULT_SOCKET_MODE = 0o600;
 /** How long a proxied status/journal request may stay silent (the command itself times out at 30 s). */
 const PROXY_TIMEOUT_MS = 40_000;
 
@@ -95,14 +99,25 @@ export interface ApiDeps {
   isHostUnit?: (name: string) => Promise<string | undefined>;
   /** Connection caps, timeouts and the journal follow cap; absent: DEFAULT_API_LIMITS. */
   limits?: ApiLimits;
+  /** This machine's certificate, key and the cluster CA, for proxying to other agents (https). */
+  tls?: TlsMaterial;
+}
+
+/** PEM contents: the cluster CA and this machine's certificate and key. */
+export interface TlsMaterial {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
 }
 
 export interface ListenOptions {
   /** Unix socket path; a stale socket file left by a dead process is replaced. */
   socketPath?: string;
   socketMode?: number;
-  /** TCP `host:port` (`:port` for all interfaces, port 0 for any free one). */
+  /** TCP `host:port` (`:port` for all interfaces, port 0 for any free one); needs `tls`. */
   tcp?: string;
+  /** The TCP listener's certificate and key, and the CA its clients' certificates must come from. */
+  tls?: TlsMaterial;
 }
 
 export interface ListenAddresses {
@@ -337,6 +352,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         `${path}?${query}`,
         { [PROXIED_BY_HEADER]: deps.machineID },
         kind === "unitJournal" && q.follow ? 0 : PROXY_TIMEOUT_MS,
+        deps.tls,
       );
       return;
     }
@@ -373,7 +389,11 @@ export function createApiServer(deps: ApiDeps): ApiServer {
     res.setHeader("Server", serverHeader);
     const { path, query } = splitTarget(req.url ?? "/");
     const op = fleetLockOp(path);
-    (op ? fleetLock(req, res, op) : dispatch(req, res, path, query))
+    Promise.resolve()
+      .then(() => {
+        authorize(req, path);
+        return op ? fleetLock(req, res, op) : dispatch(req, res, path, query);
+      })
       .catch((err: unknown) => {
         const { status, message, headers, internal } = classifyError(err);
         if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");
@@ -422,13 +442,23 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       }
       if (opts.tcp) {
         const { host, port } = parseHostPort(opts.tcp);
-        const server = http.createServer(handler);
+        if (!opts.tls)
+          throw new Error("the TCP API is TLS only: it needs the cluster CA, a certificate and a key");
+        const server = https.createServer(
+          { ...opts.tls, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2" },
+          handler,
+        );
+        // Refused handshakes (no certificate, another CA, expired) are the client's problem; the
+        // client sees the TLS alert. Debug level, so a scan does not flood the log.
+        server.on("tlsClientError", (err, socket) =>
+          log.debug({ client: socket.remoteAddress, error: err.message }, "TLS handshake refused"),
+        );
         limitListener(server, "TCP", limits.tcp, refused);
         servers.push(server);
         await listenOn(server, host === "" ? { port } : { host, port });
         const addr = server.address() as net.AddressInfo;
         bound.tcp = { host: addr.address, port: addr.port };
-        log.info(bound.tcp, "fleet API listening on TCP");
+        log.info(bound.tcp, "fleet API listening on TCP (TLS, client certificates required)");
       }
       return bound;
     },

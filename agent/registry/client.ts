@@ -6,9 +6,23 @@ import { Etcd3 } from "etcd3";
 
 export const ETCD_CALL_TIMEOUT_MS = 2000;
 
-export function createEtcdClient(endpoints: string[]): Etcd3 {
+/** Client TLS (used for https endpoints) and optional etcd user credentials. */
+export interface EtcdSecurity {
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer };
+  username?: string;
+  password?: string;
+}
+
+export function createEtcdClient(endpoints: string[], security: EtcdSecurity = {}): Etcd3 {
+  const { tls, username, password } = security;
+  const secure = endpoints.some((e) => e.startsWith("https:"));
+  if (secure && !tls) throw new Error("etcd over https needs the cluster CA, a client certificate and key");
   return new Etcd3({
     hosts: endpoints,
+    ...(secure && tls
+      ? { credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key } }
+      : {}),
+    ...(username ? { auth: { username, password: password ?? "" } } : {}),
     dialTimeout: ETCD_CALL_TIMEOUT_MS,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + ETCD_CALL_TIMEOUT_MS }),
     faultHandling: {

@@ -10,7 +10,7 @@ import { constants } from "node:fs";
 import { access, readdir } from "node:fs/promises";
 import { request } from "node:http";
 import { join } from "node:path";
-import type { AgentConfig } from "../config.js";
+import { type AgentConfig, etcdSecurity, type TlsFiles } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Placement, UnitRecord, UnitState } from "../model.js";
 import { createEtcdClient } from "../registry/client.js";
@@ -112,6 +112,8 @@ const CHECK_TIMEOUT_MS = 60_000;
 
 export interface GateOptions {
   cfg: AgentConfig;
+  /** The cluster PKI files, when etcd is https (config.ts readTlsFiles). */
+  tls?: TlsFiles;
   machineID: string;
   log: Logger;
 }
@@ -144,7 +146,7 @@ export async function runHealthGate(o: GateOptions): Promise<number> {
   const version = pending.version;
   log.info({ slot: booted, version, soakSeconds: cfg.healthSoakSeconds }, "health gate: assessing this boot");
 
-  const client = createEtcdClient(cfg.etcdEndpoints);
+  const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, o.tls));
   const registry = new EtcdRegistry(client, new Keys(cfg.etcdPrefix));
   const limits = { soakMs: cfg.healthSoakSeconds * 1000, settleMs: cfg.healthSettleSeconds * 1000 };
   const startedAt = Date.now();

@@ -2,9 +2,10 @@
 # Sourced, not run. Idempotent and quiet when everything is already there.
 
 # fdisk (sfdisk) and gdisk (sgdisk): the updater's integration test writes a GPT disk image.
+# openssl: the cluster PKI (scripts/pki, the harness) issues certificates with it.
 FLOTILLA_APT_PACKAGES=(
   systemd-container etcd-server etcd-client iproute2 dnsutils busybox-static
-  util-linux ca-certificates curl fdisk gdisk
+  util-linux ca-certificates curl fdisk gdisk openssl
 )
 
 ensure_apt_packages() {

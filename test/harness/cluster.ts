@@ -1,8 +1,10 @@
+import path from "node:path";
 import type { Firmware } from "./boot-loader.js";
 import { type Etcd, launchEtcd } from "./etcd.js";
 import { ensureHostPackages } from "./host.js";
 import { log, since } from "./log.js";
 import { Machine } from "./machine.js";
+import { harnessPki } from "./pki.js";
 import { runOk } from "./proc.js";
 import { imageRootfs, type RootfsProvider } from "./rootfs.js";
 import { Run } from "./run.js";
@@ -75,8 +77,10 @@ export class Cluster {
       const etcd = await launchEtcd(r, { host: bridge.ip }, false);
       const machines = Array.from({ length: opts.machines }, (_, i) => {
         const ip = bridge.ip.replace(/\.1$/, `.${i + 2}`);
+        const name = `${r.id}-${i + 1}`;
         return new Machine(r, {
-          name: `${r.id}-${i + 1}`,
+          name,
+          tls: harnessPki().machine(name, [ip], path.join(r.dir, `${name}-tls`)),
           ip,
           prefixLength: bridge.prefixLength,
           bridge: bridge.name,

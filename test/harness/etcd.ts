@@ -1,9 +1,11 @@
 import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
+import https from "node:https";
 import net from "node:net";
 import path from "node:path";
 import { ensureHostPackages } from "./host.js";
 import { log, since } from "./log.js";
+import { harnessPki, type TlsFiles, type TlsMaterial } from "./pki.js";
 import { waitFor } from "./proc.js";
 import { type Cgroup, Run, type Spawned } from "./run.js";
 
@@ -16,8 +18,15 @@ export interface EtcdOptions {
   peerPort?: number;
 }
 
+/**
+ * etcd serves clients and peers over TLS only and requires a client certificate from the harness
+ * CA (`--client-cert-auth`), as a Flotilla cluster's etcd does (docs/security.md).
+ */
 export interface Etcd {
-  /** Client URL on `host`. */
+  /** A client certificate for tests (the harness's admin), its files and their contents. */
+  readonly tls: TlsMaterial;
+  readonly tlsFiles: TlsFiles;
+  /** Client URL on `host` (https). */
   readonly endpoint: string;
   /** All client URLs: `endpoint`, plus a loopback one when `host` is not loopback. */
   readonly endpoints: readonly string[];
@@ -51,10 +60,19 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
   const host = opts.host ?? "127.0.0.1";
   const clientPort = opts.clientPort ?? (opts.host !== undefined ? 2379 : await freePort());
   const peerPort = opts.peerPort ?? (opts.host !== undefined ? 2380 : await freePort());
-  const endpoint = `http://${host}:${clientPort}`;
-  const endpoints = host === "127.0.0.1" ? [endpoint] : [endpoint, `http://127.0.0.1:${await freePort()}`];
-  const peer = `http://${host}:${peerPort}`;
+  const endpoint = `https://${host}:${clientPort}`;
+  const endpoints = host === "127.0.0.1" ? [endpoint] : [endpoint, `https://127.0.0.1:${await freePort()}`];
+  const peer = `https://${host}:${peerPort}`;
   const dataDir = path.join(r.dir, "etcd");
+  const pki = harnessPki();
+  // 10.0.2.2: QEMU guests reach the host's etcd there (user networking).
+  const server = pki.machine(
+    "etcd",
+    [...new Set([host, "127.0.0.1", "10.0.2.2"])],
+    path.join(r.dir, "etcd-tls"),
+  );
+  const clientFiles = pki.admin;
+  const clientTls = pki.material(clientFiles);
   const logFile = path.join(r.dir, "etcd.log");
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const cg: Cgroup = r.cgroup("etcd");
@@ -67,6 +85,14 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
     `--listen-peer-urls=${peer}`,
     `--initial-advertise-peer-urls=${peer}`,
     `--initial-cluster=harness=${peer}`,
+    "--client-cert-auth",
+    `--trusted-ca-file=${server.ca}`,
+    `--cert-file=${server.cert}`,
+    `--key-file=${server.key}`,
+    "--peer-client-cert-auth",
+    `--peer-trusted-ca-file=${server.ca}`,
+    `--peer-cert-file=${server.cert}`,
+    `--peer-key-file=${server.key}`,
   ];
   let proc: Spawned | undefined;
 
@@ -79,7 +105,7 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
       `etcd at ${endpoint} to be healthy`,
       async () => {
         if (!p.running) throw new Error(`etcd exited; last log lines:\n${tail(logFile)}`);
-        return (await healthy(endpoint)) ? true : undefined;
+        return (await healthy(endpoint, clientTls)) ? true : undefined;
       },
       30_000,
     );
@@ -98,6 +124,8 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
 
   await start();
   return {
+    tls: clientTls,
+    tlsFiles: clientFiles,
     endpoint,
     endpoints,
     dataDir,
@@ -114,13 +142,20 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
   };
 }
 
-async function healthy(endpoint: string): Promise<boolean> {
-  try {
-    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
-    return ((await res.json()) as { health?: string }).health === "true";
-  } catch {
-    return false;
-  }
+function healthy(endpoint: string, tls: TlsMaterial): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = https.get(`${endpoint}/health`, { ...tls, timeout: 1000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve(body.includes('"health":"true"')));
+      res.on("error", () => resolve(false));
+    });
+    req.on("timeout", () => req.destroy());
+    req.on("error", () => resolve(false));
+  });
 }
 
 function sleepResolve<T>(ms: number, value: T): Promise<T> {

@@ -13,6 +13,7 @@ export const HOST_REQUIREMENTS: readonly HostRequirement[] = [
   { need: "systemd-nspawn", pkg: "systemd-container" },
   { need: "journalctl", pkg: "systemd" },
   { need: "etcd", pkg: "etcd-server" },
+  { need: "openssl", pkg: "openssl" },
   { need: "ip", pkg: "iproute2" },
   { need: "nsenter", pkg: "util-linux" },
   { need: "mount", pkg: "mount" },

@@ -7,6 +7,7 @@ import { MachineBus } from "./dbus.js";
 import { tail } from "./etcd.js";
 import { log, since } from "./log.js";
 import { defaultDistDir, nodeBinary } from "./paths.js";
+import type { TlsFiles } from "./pki.js";
 import { deadOrZombie, type ExecResult, run, runOk, waitFor } from "./proc.js";
 import type { Cgroup, Run, Spawned } from "./run.js";
 
@@ -24,7 +25,16 @@ export interface MachineSpec {
   bootTimeoutMs?: number;
   /** Plays firmware and boot loader before each boot (see boot-loader.ts); none by default. */
   firmware?: Firmware;
+  /** The cluster CA and this machine's certificate (host paths), installed in /etc/flotilla/tls. */
+  tls?: TlsFiles;
 }
+
+/** Where a machine's agent finds the cluster PKI (agent/config.ts defaults). */
+export const MACHINE_TLS_FILES = {
+  ca: "etc/flotilla/tls/ca.pem",
+  cert: "etc/flotilla/tls/machine.pem",
+  key: "etc/flotilla/tls/machine-key.pem",
+} as const;
 
 /** systemd-nspawn's exit status when the machine asked for a reboot. */
 const NSPAWN_REBOOT = 133;
@@ -69,7 +79,7 @@ export class Machine {
     this.name = spec.name;
     this.id = machineIdFor(spec.name);
     this.ip = spec.ip;
-    this.apiURL = `http://${spec.ip}:7480`;
+    this.apiURL = `${spec.tls ? "https" : "http"}://${spec.ip}:7480`;
     this.dir = path.join(r.dir, spec.name);
     const socket = path.join(this.dir, "hostbus", HOSTBUS_SOCKET);
     if (socket.length > 107) throw new Error(`D-Bus socket path too long for a unix socket: ${socket}`);
@@ -304,12 +314,23 @@ export class Machine {
       // A second listener for the system bus, on the directory bound from the host.
       "etc/systemd/system/dbus.socket.d/flotilla-hostbus.conf": `[Socket]\nListenStream=/run/hostbus/${HOSTBUS_SOCKET}\n`,
       "etc/flotilla/agent.env": envFile(this.spec.agentEnv),
+      ...(this.spec.tls
+        ? Object.fromEntries(
+            (["ca", "cert", "key"] as const).map((k) => [
+              MACHINE_TLS_FILES[k],
+              readFileSync((this.spec.tls as TlsFiles)[k], "utf8"),
+            ]),
+          )
+        : {}),
       ...this.spec.firmware?.files(),
     };
     this.spec.firmware?.install(this.dir);
     for (const [file, content] of Object.entries(files)) {
       await mkdir(path.dirname(path.join(this.merged, file)), { recursive: true });
-      await writeFile(path.join(this.merged, file), content);
+      // The machine's private key is root's alone, as provisioning installs it.
+      await writeFile(path.join(this.merged, file), content, {
+        mode: file === MACHINE_TLS_FILES.key ? 0o600 : 0o644,
+      });
     }
     if (!this.spec.agent) {
       // Replaces the unit if a rootfs ships it in /etc: a /dev/null link there masks it either way.

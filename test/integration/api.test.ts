@@ -2,14 +2,15 @@
 // a real etcd through EtcdRegistry. Two API servers stand for two machines, so status and journal
 // requests for a unit on the other machine are proxied; systemctl/journalctl are stand-ins.
 
-import { spawnSync } from "node:child_process";
+import { execFile, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
-import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
-import type { Etcd3 } from "etcd3";
+import tls from "node:tls";
+import { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JournalOptions, UnitCommands } from "../../agent/api/commands.js";
@@ -20,8 +21,9 @@ import type { Machine, UnitState } from "../../agent/model.js";
 import { createEtcdClient } from "../../agent/registry/client.js";
 import { EtcdRegistry } from "../../agent/registry/etcd.js";
 import { Keys } from "../../agent/registry/keys.js";
-import { type Etcd, startEtcd } from "../harness/index.js";
-import { type HttpAnswer, httpRequest } from "./support.js";
+import { createCA, issueClient } from "../../scripts/lib/pki.js";
+import { type Etcd, harnessPki, startEtcd, type TlsFiles } from "../harness/index.js";
+import { fleetctl, type HttpAnswer, httpRequest } from "./support.js";
 
 const M1 = "1".repeat(32);
 const M2 = "2".repeat(32);
@@ -30,6 +32,7 @@ const SERVER = `fleetd/${VERSION} (flotilla)`;
 const HELLO = [{ section: "Service", name: "ExecStart", value: "/bin/sleep 1000" }];
 
 type Answer = HttpAnswer;
+const FLEETCTL_BUNDLE = path.join(import.meta.dirname, "../../dist/fleetctl.js");
 
 /** A fake systemctl/journalctl that records what it was asked. */
 class FakeCommands implements UnitCommands {
@@ -87,6 +90,7 @@ function request(
     headers?: Record<string, string>;
     socketPath?: string;
     base?: string;
+    tls?: TlsFiles | null;
   } = {},
 ): Promise<Answer> {
   return httpRequest(method, opts.base ?? base, target, opts);
@@ -141,19 +145,23 @@ function unitState(name: string, machineID: string, activeState = "active", laun
 
 beforeAll(async () => {
   etcd = await startEtcd();
-  client = createEtcdClient([etcd.endpoint]);
+  client = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
   keys = new Keys(`/api-test-${randomBytes(4).toString("hex")}/`);
   registry = new EtcdRegistry(client, keys);
   dir = mkdtempSync(path.join(tmpdir(), "flotilla-api-"));
   socketPath = path.join(dir, "fleet.sock");
+  // Each server has its machine certificate: it serves TLS with it and proxies to the other with it.
+  const pki = harnessPki();
+  const tlsA = pki.material(pki.machine("api-a", ["127.0.0.1"], dir));
+  const tlsB = pki.material(pki.machine("api-b", ["127.0.0.1"], dir));
   const log = pino({ level: "silent" });
   const common = { registry, version: VERSION, log, isReady: () => ready };
-  serverA = createApiServer({ ...common, machineID: M1, commands: fakeA });
-  serverB = createApiServer({ ...common, machineID: M2, commands: fakeB });
-  const a = await serverA.listen({ socketPath, tcp: "127.0.0.1:0" });
-  const b = await serverB.listen({ tcp: "127.0.0.1:0" });
-  base = `http://127.0.0.1:${a.tcp?.port}`;
-  baseB = `http://127.0.0.1:${b.tcp?.port}`;
+  serverA = createApiServer({ ...common, machineID: M1, commands: fakeA, tls: tlsA });
+  serverB = createApiServer({ ...common, machineID: M2, commands: fakeB, tls: tlsB });
+  const a = await serverA.listen({ socketPath, tcp: "127.0.0.1:0", tls: tlsA });
+  const b = await serverB.listen({ tcp: "127.0.0.1:0", tls: tlsB });
+  base = `https://127.0.0.1:${a.tcp?.port}`;
+  baseB = `https://127.0.0.1:${b.tcp?.port}`;
   await putJSON(keys.machine(M1), machine(M1, base, { az: "a" }));
   await putJSON(keys.machine(M2), machine(M2, baseB));
 });
@@ -212,8 +220,8 @@ describe("routing and headers", () => {
     );
   });
 
-  it("serves the unix socket with mode 0660, and refuses to take over a live one", async () => {
-    expect(statSync(socketPath).mode & 0o777).toBe(0o660);
+  it("serves the unix socket with mode 0600 (root only), and refuses to take over a live one", async () => {
+    expect(statSync(socketPath).mode & 0o777).toBe(0o600);
     const res = await request("GET", "/fleet/v1/machines", { socketPath });
     expect(res.status).toBe(200);
     expect(res.headers.server).toBe(SERVER);
@@ -625,8 +633,9 @@ describe("flotilla extensions", () => {
   it("streams a followed journal as text, through the proxy, and stops it when the client leaves", async () => {
     const text = await new Promise<string>((resolve, reject) => {
       const url = new URL(base);
-      const req = http.get(
+      const req = https.get(
         {
+          ...harnessPki().material(),
           host: url.hostname,
           port: url.port,
           path: "/flotilla/v1/units/other.service/journal?lines=1&follow=1",
@@ -674,6 +683,163 @@ describe("flotilla extensions", () => {
       /^cannot reach the agent at http:\/\/127\.0\.0\.1:1: /,
     );
     await putJSON(keys.machine(M2), machine(M2, baseB));
+  });
+});
+
+describe("mutual TLS and roles", () => {
+  let expired: TlsFiles;
+  let foreign: TlsFiles;
+  let machineCert: TlsFiles;
+
+  beforeAll(() => {
+    const pki = harnessPki();
+    const tlsDir = path.join(dir, "tls");
+    expired = {
+      ca: pki.ca.cert,
+      ...issueClient(pki.ca, { name: "old", role: "admin", days: -1, out: tlsDir }),
+    };
+    const other = createCA(path.join(tlsDir, "other-ca"), { name: "Another CA" });
+    foreign = { ca: pki.ca.cert, ...issueClient(other, { name: "stranger", role: "admin", out: tlsDir }) };
+    machineCert = pki.machine("api-peer", ["127.0.0.1"], tlsDir);
+  });
+
+  /**
+   * How the server ends a TLS connection offering `files` (or no certificate) before it answered
+   * anything: the TLS alert's error code, or "closed" when it just closed the connection. Nothing
+   * is sent, so the server's close cannot turn into a reset that hides its alert.
+   */
+  const refusal = (files: TlsFiles | null, url = base) =>
+    new Promise<string>((resolve) => {
+      const { hostname, port } = new URL(url);
+      const pki = harnessPki();
+      const socket = tls.connect({
+        host: hostname,
+        port: Number(port),
+        // An IP address is no SNI name (RFC 6066); the certificate is still checked against it.
+        servername: "",
+        ...(files ? pki.material(files) : { ca: pki.material().ca }),
+      });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        resolve("still open after 2 s");
+      }, 2000);
+      const end = (how: string) => {
+        clearTimeout(timer);
+        resolve(how);
+      };
+      socket.on("error", (err: NodeJS.ErrnoException) => end(err.code ?? err.message));
+      socket.on("close", () => end("closed"));
+    });
+
+  it("refuses the TLS handshake without a client certificate, and plain HTTP", async () => {
+    expect(await refusal(null)).toBe("ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED");
+    // The admin's certificate keeps the same connection open: the refusals below are the server's.
+    expect(await refusal(harnessPki().admin)).toBe("still open after 2 s");
+    const plain = await httpRequest("GET", base.replace("https:", "http:"), "/fleet/v1/units").then(
+      (res) => res.status,
+      () => "refused",
+    );
+    expect(plain).not.toBe(200);
+  });
+
+  it("refuses an expired certificate and one from another CA", async () => {
+    // Node's server verifies the certificate after the handshake and closes without an alert.
+    expect(await refusal(expired)).toBe("closed");
+    expect(await refusal(foreign)).toBe("closed");
+    const expiredAnswer = await request("GET", "/fleet/v1/units", { tls: expired }).then(
+      (res) => `answered ${res.status}`,
+      (err: NodeJS.ErrnoException) => err.code,
+    );
+    expect(expiredAnswer).toMatch(/^(ECONNRESET|EPIPE)$/);
+  });
+
+  it("lets reader GET and answers 403 naming the role on PUT; admin does everything", async () => {
+    const { reader, admin } = harnessPki();
+    expect((await request("GET", "/fleet/v1/units", { tls: reader })).status).toBe(200);
+    expectError(
+      await request("PUT", "/fleet/v1/units/ro.service?alt=json", {
+        tls: reader,
+        body: JSON.stringify({ desiredState: "inactive", options: HELLO }),
+        headers: JSON_TYPE,
+      }),
+      403,
+      "role reader (certificate reader) may only read (GET); PUT needs role admin",
+    );
+    expect((await request("DELETE", "/fleet/v1/units/ro.service", { tls: reader })).status).toBe(403);
+    const created = await request("PUT", "/fleet/v1/units/rw.service?alt=json", {
+      tls: admin,
+      body: JSON.stringify({ desiredState: "inactive", options: HELLO }),
+      headers: JSON_TYPE,
+    });
+    expect(created.status, created.text).toBe(201);
+    expect((await request("DELETE", "/fleet/v1/units/rw.service", { tls: admin })).status).toBe(204);
+  });
+
+  it("keeps a machine certificate to status, journal and health", async () => {
+    expect((await request("GET", "/flotilla/v1/health", { tls: machineCert })).status).toBe(200);
+    expect(
+      (await request("GET", "/flotilla/v1/units/hello.service/status", { tls: machineCert })).status,
+    ).toBe(200);
+    expectError(await request("GET", "/fleet/v1/units", { tls: machineCert }), 403, /^role machine /);
+  });
+
+  it("has fleetctl say why a call was refused", async () => {
+    const pki = harnessPki();
+    const run = (flags: string[], args = ["list-units"]) => fleetctl(base, args, dir, flags);
+    const none = await run([`--ca-file=${pki.ca.cert}`]);
+    expect(none.code).not.toBe(0);
+    expect(none.stderr).toContain("requires a client certificate: give --cert-file and --key-file");
+    const old = await run(pki.fleetctlFlags(expired));
+    expect(old.stderr).toMatch(
+      /the API refused the client certificate: it (has expired|is valid only from .* to )/,
+    );
+    const stranger = await run(pki.fleetctlFlags(foreign));
+    expect(stranger.stderr).toContain("it was not issued by the cluster's CA");
+    const untrusted = await run([`--cert-file=${pki.admin.cert}`, `--key-file=${pki.admin.key}`]);
+    expect(untrusted.stderr).toContain(
+      "the API's certificate is not trusted: give the cluster CA with --ca-file",
+    );
+    const reader = await run(pki.fleetctlFlags(pki.reader), ["destroy", "hello.service"]);
+    expect(reader.stdout + reader.stderr).toContain("role reader (certificate reader) may only read");
+    const viaEnv = await fleetctlEnv(pki.admin);
+    expect(viaEnv.code, viaEnv.stderr).toBe(0);
+  });
+
+  /** fleetctl with its endpoint and TLS files from FLEETCTL_* only (async: this process is the server). */
+  function fleetctlEnv(files: TlsFiles): Promise<{ code: number; stderr: string }> {
+    return new Promise((resolve) => {
+      execFile(
+        process.execPath,
+        [FLEETCTL_BUNDLE, "list-units"],
+        {
+          env: {
+            PATH: process.env.PATH ?? "",
+            FLEETCTL_ENDPOINT: base,
+            FLEETCTL_CA_FILE: files.ca,
+            FLEETCTL_CERT_FILE: files.cert,
+            FLEETCTL_KEY_FILE: files.key,
+          },
+        },
+        (err, _stdout, stderr) => resolve({ code: err ? Number(err.code) || 1 : 0, stderr }),
+      );
+    });
+  }
+
+  it("has etcd refuse a client without a certificate", async () => {
+    const anonymous = new Etcd3({
+      hosts: [etcd.endpoint],
+      credentials: { rootCertificate: etcd.tls.ca },
+      dialTimeout: 2000,
+    });
+    try {
+      await expect(anonymous.get("/any").string()).rejects.toThrow();
+    } finally {
+      anonymous.close();
+    }
+    // Go's TLS answers a missing certificate with "bad certificate".
+    expect(await refusal(null, etcd.endpoint)).toBe("ERR_SSL_SSL/TLS_ALERT_BAD_CERTIFICATE");
+    // The same etcd with the certificate answers.
+    expect(await client.get("/any").string()).toBeNull();
   });
 });
 

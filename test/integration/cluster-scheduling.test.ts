@@ -3,7 +3,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Cluster, type Machine } from "../harness/index.js";
-import { EtcdView, fleetctl, unitDir, waitFor } from "./support.js";
+import { EtcdView, fleetctl, httpRequest, unitDir, waitFor } from "./support.js";
 
 const SLEEP = "[Service]\nExecStart=/bin/sleep infinity\n";
 const unit = (xfleet: string) => `${SLEEP}\n[X-Fleet]\n${xfleet}\n`;
@@ -194,8 +194,7 @@ describe("[X-Fleet] scheduling", () => {
     const r = await start({ "bad.service": unit(`MachineID=${m1.id}\nGlobal=true`) }, "bad.service");
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/Error creating units: .*MachineID cannot be used with Global/);
-    const api = await fetch(`${endpoint}/fleet/v1/units/bad.service`, {
-      method: "PUT",
+    const api = await httpRequest("PUT", endpoint, "/fleet/v1/units/bad.service", {
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
         desiredState: "launched",
@@ -207,6 +206,6 @@ describe("[X-Fleet] scheduling", () => {
       }),
     });
     expect(api.status).toBe(400);
-    expect((await api.json()).error.message).toMatch(/Global cannot be used with Peers/);
+    expect(JSON.parse(api.text).error.message).toMatch(/Global cannot be used with Peers/);
   });
 });

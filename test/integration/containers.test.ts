@@ -13,7 +13,15 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { buildTestImage, TEST_IMAGE_INDEX_HTML, TEST_IMAGE_NAME } from "../fixtures/images/build.js";
 import { Cluster, type Machine } from "../harness/index.js";
 import { pushImage, type Registry, startRegistry } from "../harness/registry.js";
-import { destroyAllUnits, EtcdView, fleetctlWith, machineByID, waitFor, waitForMembers } from "./support.js";
+import {
+  destroyAllUnits,
+  EtcdView,
+  fleetctlWith,
+  httpRequest,
+  machineByID,
+  waitFor,
+  waitForMembers,
+} from "./support.js";
 
 const AUTH = { user: "fleet", password: "s3cret pass" };
 
@@ -385,8 +393,7 @@ describe("bad input", () => {
     expect(r.stderr).toContain(message);
     expect((await fc(["list-unit-files", "--no-legend"])).stdout).toBe("");
     // Straight to the API too: 400 with the same message.
-    const res = await fetch(`${api()}/fleet/v1/units/${name}`, {
-      method: "PUT",
+    const res = await httpRequest("PUT", api(), `/fleet/v1/units/${name}`, {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({
         desiredState: "launched",
@@ -394,7 +401,7 @@ describe("bad input", () => {
       }),
     });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as { error: { message: string } }).error.message).toContain(
+    expect((JSON.parse(res.text) as { error: { message: string } }).error.message).toContain(
       "[Container] has no Image=",
     );
   });

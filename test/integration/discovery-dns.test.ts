@@ -141,7 +141,7 @@ describe("discovery DNS fed by an etcd watch", () => {
 
   beforeAll(async () => {
     etcd = await startEtcd();
-    client = createEtcdClient([etcd.endpoint]);
+    client = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
     // A record from before the agent started must be loaded by the initial range read.
     const early = record(M1, "web@1.service", "10.7.0.1", 8080);
     await client.put(keys.service("web", M1, "web@1.service")).value(encodeServiceRecord(early));

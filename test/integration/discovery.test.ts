@@ -13,6 +13,7 @@ import {
   EtcdView,
   fleetctl,
   fleetctlWith,
+  httpRequest,
   machineByID,
   waitFor,
   waitForMembers,
@@ -58,9 +59,9 @@ async function dig(from: Machine, server: Machine, name: string, type: "A" | "SR
 
 async function services(m: Machine, service?: string): Promise<WireService[]> {
   const query = service === undefined ? "" : `?service=${service}`;
-  const res = await fetch(`${m.apiURL}/flotilla/v1/services${query}`, { signal: AbortSignal.timeout(5000) });
-  if (res.status !== 200) throw new Error(`GET services: ${res.status} ${await res.text()}`);
-  return ((await res.json()) as WireServiceList).services;
+  const res = await httpRequest("GET", m.apiURL, `/flotilla/v1/services${query}`);
+  if (res.status !== 200) throw new Error(`GET services: ${res.status} ${res.text}`);
+  return (JSON.parse(res.text) as WireServiceList).services;
 }
 
 /** The machine where `unit` is active. */

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { X509Certificate } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -6,10 +7,34 @@ import path from "node:path";
 import { createInterface } from "node:readline";
 import { build } from "esbuild";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Cluster, ensureHostPackages, imageRootfs } from "../harness/index.js";
+import { Cluster, ensureHostPackages, imageRootfs, MACHINE_TLS_FILES } from "../harness/index.js";
 import { deadOrZombie } from "../harness/proc.js";
+import { httpRequest } from "./support.js";
 
 const repo = path.resolve(import.meta.dirname, "../..");
+
+/** curl inside a machine with the machine's own certificate, as its agent talks to etcd. */
+const CURL_TLS = [
+  "--cacert",
+  `/${MACHINE_TLS_FILES.ca}`,
+  "--cert",
+  `/${MACHINE_TLS_FILES.cert}`,
+  "--key",
+  `/${MACHINE_TLS_FILES.key}`,
+];
+
+/** POST to etcd's JSON gateway from the host with the harness's client certificate. */
+async function etcdPost(
+  cluster: Cluster,
+  api: string,
+  body: unknown,
+): Promise<{ status: number; text: string }> {
+  const res = await httpRequest("POST", cluster.endpoint, api, {
+    body: JSON.stringify(body),
+    tls: cluster.etcd.tlsFiles,
+  });
+  return { status: res.status, text: res.text };
+}
 
 /** Everything of a run that must be gone after its teardown; empty when nothing is left. */
 function leftovers(runDir: string, bridge: string): string[] {
@@ -80,6 +105,14 @@ describe("harness: three machines without the agent", () => {
       expect(env).toContain(`FLOTILLA_PUBLIC_IP="${m.ip}"`);
       expect(env).toContain(`FLOTILLA_API_LISTEN="0.0.0.0:7480"`);
       expect(env).toContain(`FLOTILLA_METADATA="${["role=a", "role=b,zone=z1", ""][i]}"`);
+      // The cluster PKI where the agent looks for it; the key is root's alone.
+      const key = await m.exec(["stat", "-c", "%a", `/${MACHINE_TLS_FILES.key}`]);
+      expect(key.stdout.trim()).toBe("600");
+      const cert = new X509Certificate(
+        readFileSync(path.join(cluster.runDir, m.name, "merged", MACHINE_TLS_FILES.cert)),
+      );
+      expect(cert.subject).toBe(`O=flotilla\nOU=machine\nCN=${m.name}`);
+      expect(cert.checkIP(m.ip)).toBe(m.ip);
       // Podman storage is the bound per-machine directory, not the overlay root.
       const fstype = await m.exec(["findmnt", "-n", "-o", "FSTYPE", "/var/lib/containers"]);
       expect(fstype.stdout.trim()).not.toBe("overlay");
@@ -88,10 +121,28 @@ describe("harness: three machines without the agent", () => {
   });
 
   it("reaches etcd over the bridge from every machine, and each machine from the others and the host", async () => {
-    expect(cluster.endpoint).toBe(`http://${cluster.bridge.ip}:2379`);
+    expect(cluster.endpoint).toBe(`https://${cluster.bridge.ip}:2379`);
     for (const m of cluster.machines) {
-      const health = await m.exec(["curl", "-sS", "--max-time", "5", `${cluster.endpoint}/health`]);
+      const health = await m.exec([
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        ...CURL_TLS,
+        `${cluster.endpoint}/health`,
+      ]);
       expect(health.stdout).toContain('"health":"true"');
+      // etcd requires a client certificate: without one the handshake fails.
+      const anonymous = await m.exec([
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "--cacert",
+        `/${MACHINE_TLS_FILES.ca}`,
+        `${cluster.endpoint}/health`,
+      ]);
+      expect(anonymous.code).not.toBe(0);
       // Something to reach on the API port: busybox's httpd serving the machine's name.
       const www = await m.exec([
         "sh",
@@ -102,14 +153,14 @@ describe("harness: three machines without the agent", () => {
     }
     for (const from of cluster.machines) {
       for (const to of cluster.machines.filter((x) => x !== from)) {
-        const r = await from.exec(["curl", "-sS", "--max-time", "5", `${to.apiURL}/name`]);
+        const r = await from.exec(["curl", "-sS", "--max-time", "5", `http://${to.ip}:7480/name`]);
         expect(r.stdout.trim(), `${from.name} -> ${to.name}: ${r.stderr}`).toBe(to.name);
       }
     }
     const m = cluster.machines[0];
     expect(m).toBeDefined();
     if (m === undefined) return;
-    expect((await (await fetch(`${m.apiURL}/name`)).text()).trim()).toBe(m.name);
+    expect((await (await fetch(`http://${m.ip}:7480/name`)).text()).trim()).toBe(m.name);
   });
 
   it("runs a podman container from a local image", async () => {
@@ -134,23 +185,17 @@ describe("harness: three machines without the agent", () => {
   it("keeps etcd data across stop and start", async () => {
     const key = Buffer.from("harness-test").toString("base64");
     const value = Buffer.from("kept").toString("base64");
-    const put = await fetch(`${cluster.endpoint}/v3/kv/put`, {
-      method: "POST",
-      body: JSON.stringify({ key, value }),
-    });
-    expect(put.ok).toBe(true);
+    const put = await etcdPost(cluster, "/v3/kv/put", { key, value });
+    expect(put.status, put.text).toBe(200);
     await cluster.etcd.stop();
     expect(cluster.etcd.pid).toBeUndefined();
     const m = cluster.machines[0];
     if (m === undefined) throw new Error("no machine");
-    const down = await m.exec(["curl", "-sS", "--max-time", "2", `${cluster.endpoint}/health`]);
+    const down = await m.exec(["curl", "-sS", "--max-time", "2", ...CURL_TLS, `${cluster.endpoint}/health`]);
     expect(down.code).not.toBe(0);
     await cluster.etcd.start();
-    const range = await fetch(`${cluster.endpoint}/v3/kv/range`, {
-      method: "POST",
-      body: JSON.stringify({ key }),
-    });
-    const body = (await range.json()) as { kvs?: { value: string }[] };
+    const range = await etcdPost(cluster, "/v3/kv/range", { key });
+    const body = JSON.parse(range.text) as { kvs?: { value: string }[] };
     expect(body.kvs?.[0]?.value).toBe(value);
   });
 
@@ -180,10 +225,17 @@ describe("harness: three machines without the agent", () => {
     await m.kill();
     expect(m.running).toBe(false);
     expect(deadOrZombie(oldLeader)).toBe(true);
-    const unreachable = await other.exec(["curl", "-sS", "--max-time", "2", `${m.apiURL}/name`]);
+    const unreachable = await other.exec(["curl", "-sS", "--max-time", "2", `http://${m.ip}:7480/name`]);
     expect(unreachable.code).not.toBe(0);
     await m.start();
-    const health = await m.exec(["curl", "-sS", "--max-time", "5", `${cluster.endpoint}/health`]);
+    const health = await m.exec([
+      "curl",
+      "-sS",
+      "--max-time",
+      "5",
+      ...CURL_TLS,
+      `${cluster.endpoint}/health`,
+    ]);
     expect(health.stdout).toContain('"health":"true"');
   });
 
@@ -232,7 +284,7 @@ http.createServer((req, res) => res.end(JSON.stringify(env))).listen(Number(port
     if (m === undefined) throw new Error("no machine");
     // Boot only finishes once the start job is done, i.e. once systemd accepted READY=1 from the agent's child.
     expect((await m.exec(["systemctl", "is-active", "flotilla-agent.service"])).stdout.trim()).toBe("active");
-    const env = (await (await fetch(m.apiURL)).json()) as Record<string, string>;
+    const env = (await (await fetch(`http://${m.ip}:7480`)).json()) as Record<string, string>;
     expect(env).toEqual({
       FLOTILLA_ETCD_ENDPOINTS: cluster.endpoint,
       FLOTILLA_PUBLIC_IP: m.ip,

@@ -10,7 +10,8 @@ import type { Definition } from "../../image/pipeline/definition.js";
 import { loaderEntry } from "../../image/pipeline/stages/esp.js";
 import { ensureImage, IMAGE_DIR, REPO, readManifest } from "../../scripts/lib/image-build.js";
 import { partitionOffset, type Vm, writeOemIgnition } from "../../scripts/lib/image-vm.js";
-import { waitFor } from "./support.js";
+import { harnessPki } from "../harness/index.js";
+import { fleetctl, waitFor } from "./support.js";
 import { BOOT_MS, VM_POLL_MS, VmBed } from "./vm-support.js";
 
 let bed: VmBed;
@@ -176,6 +177,19 @@ describe("image booted with Ignition through fw_cfg", () => {
     );
     expect(sh("systemctl show -P ActiveState flotilla-agent.service")).toBe("active");
   }, 150_000);
+
+  it("serves the API over mutual TLS with the certificates from Ignition, for fleetctl on the host", async () => {
+    expect(sh("stat -c '%a %U' /etc/flotilla/tls/machine-key.pem")).toBe("600 root");
+    const endpoint = `https://127.0.0.1:${vm.apiPort}`;
+    const machineId = sh("cat /etc/machine-id");
+    const listed = await fleetctl(endpoint, ["list-machines", "--no-legend", "--full"]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(machineId);
+    const pki = harnessPki();
+    const anonymous = await fleetctl(endpoint, ["list-machines"], undefined, [`--ca-file=${pki.ca.cert}`]);
+    expect(anonymous.code).not.toBe(0);
+    expect(anonymous.stderr).toContain("requires a client certificate");
+  }, 60_000);
 
   // Stopped now rather than at the end, so the single-test VMs and the resized boot below have
   // the cores to themselves.

@@ -37,7 +37,16 @@ describe("nspawn machines on the image rootfs", () => {
     while (Date.now() < deadline) {
       keys = execFileSync(
         "etcdctl",
-        [`--endpoints=${cluster.endpoint}`, "get", "--prefix", "--keys-only", "/flotilla/machines/"],
+        [
+          `--endpoints=${cluster.endpoint}`,
+          `--cacert=${cluster.etcd.tlsFiles.ca}`,
+          `--cert=${cluster.etcd.tlsFiles.cert}`,
+          `--key=${cluster.etcd.tlsFiles.key}`,
+          "get",
+          "--prefix",
+          "--keys-only",
+          "/flotilla/machines/",
+        ],
         {
           encoding: "utf8",
           env: { ...process.env, ETCDCTL_API: "3" },

@@ -4,7 +4,8 @@
 // host on its published port, and a machine's DNS says where it runs.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCluster, startLocalCluster } from "../../scripts/lib/local-cluster.js";
@@ -14,7 +15,7 @@ import { waitFor } from "./support.js";
 
 const ROOT = join(import.meta.dirname, "../..");
 const FLEETCTL = join(ROOT, "dist/fleetctl.js");
-const ENDPOINT_LINE = /^export FLEETCTL_ENDPOINT=\S+$/;
+const ENV_LINE = "source .cache/up/fleetctl.env";
 
 /** The command lines of README.md's first sh block under "## fleetctl", comments removed. */
 function readmeFleetctlLines(): string[] {
@@ -28,11 +29,15 @@ function readmeFleetctlLines(): string[] {
     .filter((l) => l !== "");
 }
 
-/** A README line as a user's shell runs it (brace expansion included), `fleetctl` being ours. */
-function shell(line: string, endpoint: string): ChildProcess {
-  return spawn("bash", ["-c", `fleetctl() { "${process.execPath}" "${FLEETCTL}" "$@"; }; ${line}`], {
+/**
+ * A README line as a user's shell runs it (brace expansion included), `fleetctl` being ours, after
+ * `source`ing this cluster's fleetctl.env as the README's first line does with scripts/up's.
+ */
+function shell(line: string, envFile: string): ChildProcess {
+  const script = `source "${envFile}" && fleetctl() { "${process.execPath}" "${FLEETCTL}" "$@"; }; ${line}`;
+  return spawn("bash", ["-c", script], {
     cwd: ROOT,
-    env: { ...process.env, FLEETCTL_ENDPOINT: endpoint },
+    env: { ...process.env, FLEETCTL_ENDPOINT: undefined },
     stdio: ["ignore", "pipe", "pipe"],
     // Its own process group, so Ctrl-C (SIGINT to the group) reaches fleetctl, not only bash.
     detached: true,
@@ -58,14 +63,14 @@ function collect(child: ChildProcess): { output: () => string; exited: Promise<n
   };
 }
 
-async function runLine(line: string, endpoint: string): Promise<Outcome> {
-  const c = collect(shell(line, endpoint));
+async function runLine(line: string, envFile: string): Promise<Outcome> {
+  const c = collect(shell(line, envFile));
   return { code: await c.exited, output: c.output() };
 }
 
 /** A following command (journal -f, --watch): it must print `expect` and still be running then. */
-async function followLine(line: string, endpoint: string, expected: string): Promise<Outcome> {
-  const child = shell(line, endpoint);
+async function followLine(line: string, envFile: string, expected: string): Promise<Outcome> {
+  const child = shell(line, envFile);
   const c = collect(child);
   let exitCode: number | null | undefined;
   void c.exited.then((code) => {
@@ -81,20 +86,24 @@ async function followLine(line: string, endpoint: string, expected: string): Pro
 }
 
 let local: LocalCluster;
-let endpoint: string;
+let stateDir: string;
+/** This cluster's fleetctl.env: what the README's lines get instead of scripts/up's. */
+let envFile: string;
 
 beforeAll(async () => {
-  local = await startLocalCluster(3);
-  endpoint = local.cluster.machines[0]?.apiURL as string;
+  stateDir = mkdtempSync(join(tmpdir(), "flotilla-readme-"));
+  local = await startLocalCluster({ machines: 3, stateDir });
+  envFile = local.envFile;
 }, 300_000);
 
 afterAll(async () => {
   await local?.teardown();
+  if (stateDir) rmSync(stateDir, { recursive: true, force: true });
 }, 120_000);
 
 /** Where each unit runs, from `fleetctl list-units`: unit → machine IP. */
 async function placements(): Promise<Map<string, string>> {
-  const r = await runLine("fleetctl list-units --no-legend --fields unit,machine,active", endpoint);
+  const r = await runLine("fleetctl list-units --no-legend --fields unit,machine,active", envFile);
   expect(r.code).toBe(0);
   const out = new Map<string, string>();
   for (const row of r.output.trim().split("\n")) {
@@ -114,13 +123,13 @@ describe("README.md's fleetctl walk-through, on a scripts/up cluster", () => {
   it("runs every line, in order, as written", async () => {
     const lines = readmeFleetctlLines();
     expect(lines.length).toBeGreaterThan(10);
-    expect(lines[0]).toMatch(ENDPOINT_LINE);
+    expect(lines[0]).toBe(ENV_LINE);
     for (const line of lines.slice(1)) {
       expect(line, "every other line is a fleetctl command").toMatch(/^fleetctl /);
       let outcome: Outcome;
-      if (line.includes("journal -f")) outcome = await followLine(line, endpoint, "hello from");
-      else if (line.includes("--watch")) outcome = await followLine(line, endpoint, "web@2.service");
-      else outcome = await runLine(line, endpoint);
+      if (line.includes("journal -f")) outcome = await followLine(line, envFile, "hello from");
+      else if (line.includes("--watch")) outcome = await followLine(line, envFile, "web@2.service");
+      else outcome = await runLine(line, envFile);
       expect({ line, ...outcome }).toEqual({
         line,
         code: line.match(/-f |--watch/) ? null : 0,
@@ -138,13 +147,14 @@ describe("README.md's fleetctl walk-through, on a scripts/up cluster", () => {
   it("serves the container web service from the host and names it in the machines' DNS", async () => {
     const start = await runLine(
       "fleetctl start units/examples/web@1.service units/examples/web@2.service",
-      endpoint,
+      envFile,
     );
     expect(start.code).toBe(0);
     const where = await placements();
     const ips = [where.get("web@1.service"), where.get("web@2.service")].sort();
     expect(ips.every((ip) => ip !== undefined && ip !== "")).toBe(true);
     for (const ip of ips) {
+      // The published port of a container: plain HTTP, not the agent's API.
       const res = await fetch(`http://${ip}:8080/`, { signal: AbortSignal.timeout(5000) });
       expect(await res.text()).toBe(TEST_IMAGE_INDEX_HTML);
     }
@@ -160,6 +170,6 @@ describe("README.md's fleetctl walk-through, on a scripts/up cluster", () => {
         .split("\n")
         .map((l) => l.split(" ")[2]),
     ).toEqual(["8080", "8080"]);
-    expect((await runLine("fleetctl destroy web@1.service web@2.service", endpoint)).code).toBe(0);
+    expect((await runLine("fleetctl destroy web@1.service web@2.service", envFile)).code).toBe(0);
   }, 300_000);
 });

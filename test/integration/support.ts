@@ -4,13 +4,14 @@
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
+import https from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Etcd3 } from "etcd3";
 import type { Placement, UnitState } from "../../agent/model.js";
 import { createEtcdClient } from "../../agent/registry/client.js";
 import { Keys } from "../../agent/registry/keys.js";
-import type { Cluster, Machine } from "../harness/index.js";
+import { type Cluster, harnessPki, type Machine, type TlsFiles } from "../harness/index.js";
 
 const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.js");
 
@@ -20,13 +21,31 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs dist/fleetctl.js against `endpoint` from `cwd`. */
-export function fleetctl(endpoint: string, args: string[], cwd = process.cwd()): Promise<RunResult> {
+/**
+ * Runs dist/fleetctl.js against `endpoint` from `cwd`; an https endpoint gets the harness's admin
+ * certificate unless `tlsFlags` says otherwise (e.g. [] for none).
+ */
+export function fleetctl(
+  endpoint: string,
+  args: string[],
+  cwd = process.cwd(),
+  tlsFlags = endpoint.startsWith("https:") ? harnessPki().fleetctlFlags() : [],
+): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [FLEETCTL, `--endpoint=${endpoint}`, ...args],
-      { cwd, timeout: 120_000, env: { ...process.env, FLEETCTL_ENDPOINT: undefined } },
+      [FLEETCTL, `--endpoint=${endpoint}`, ...tlsFlags, ...args],
+      {
+        cwd,
+        timeout: 120_000,
+        env: {
+          ...process.env,
+          FLEETCTL_ENDPOINT: undefined,
+          FLEETCTL_CA_FILE: undefined,
+          FLEETCTL_CERT_FILE: undefined,
+          FLEETCTL_KEY_FILE: undefined,
+        },
+      },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
         resolve({ code, stdout, stderr });
@@ -102,12 +121,12 @@ export async function destroyAllUnits(fc: Fleetctl): Promise<void> {
   if (names.length > 0) await fc(["destroy", ...names]);
 }
 
-/** A read-only view of the cluster's etcd for assertions. */
+/** A read-only view of the cluster's etcd for assertions (with the harness's client certificate). */
 export class EtcdView {
   readonly client: Etcd3;
   readonly keys = new Keys();
   constructor(endpoint: string) {
-    this.client = createEtcdClient([endpoint]);
+    this.client = createEtcdClient([endpoint], { tls: harnessPki().material() });
   }
   async placement(unit: string): Promise<Placement | undefined> {
     const raw = await this.client.get(this.keys.schedule(unit)).string();
@@ -181,21 +200,32 @@ export interface HttpAnswer {
 
 /**
  * One raw HTTP request (no client library between the test and the wire): to `base` over TCP, or
- * over `socketPath`. An array body is sent chunked, without Content-Length.
+ * over `socketPath`. An array body is sent chunked, without Content-Length. An https `base` is
+ * reached with the harness's admin certificate unless `tls` names other files (or null: none).
  */
 export function httpRequest(
   method: string,
   base: string,
   target: string,
-  opts: { body?: string | string[]; headers?: Record<string, string>; socketPath?: string } = {},
+  opts: {
+    body?: string | string[];
+    headers?: Record<string, string>;
+    socketPath?: string;
+    tls?: TlsFiles | null;
+  } = {},
 ): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const url = new URL(base);
-    const req = http.request({
+    const secure = !opts.socketPath && url.protocol === "https:";
+    const pki = secure ? harnessPki() : undefined;
+    const files = opts.tls === undefined ? pki?.admin : opts.tls;
+    const tls = !pki ? {} : files ? pki.material(files) : { ca: pki.material().ca };
+    const req = (secure ? https : http).request({
       method,
       path: target,
       agent: false,
       headers: opts.headers,
+      ...tls,
       ...(opts.socketPath ? { socketPath: opts.socketPath } : { host: url.hostname, port: url.port }),
     });
     req.on("error", reject);

@@ -15,6 +15,7 @@ import { buildVariant, ensureImage, REPO, readManifest, variantDirs } from "../.
 import { partitionOffset, type Vm } from "../../scripts/lib/image-vm.js";
 import { makeRelease } from "../../scripts/lib/release.js";
 import { ChannelServer } from "../harness/channel-server.js";
+import { harnessPki } from "../harness/index.js";
 import { waitFor } from "./support.js";
 import { bump } from "./update-cluster.js";
 import { BOOT_MS, VM_POLL_MS, VmBed } from "./vm-support.js";
@@ -163,7 +164,7 @@ describe.concurrent("A/B updates in QEMU", () => {
       expect(vm.ssh(bed.key, "core", "systemctl is-active systemd-bless-boot").trim()).toBe("active");
       const table = execFileSync(
         join(REPO, "scripts/fleetctl"),
-        ["--endpoint", `http://127.0.0.1:${vm.apiPort}`, "update-status"],
+        ["--endpoint", `https://127.0.0.1:${vm.apiPort}`, ...harnessPki().fleetctlFlags(), "update-status"],
         { encoding: "utf8" },
       );
       expect(table).toMatch(new RegExp(`${machineId.slice(0, 8)}.*\\s${v2.replaceAll(".", "\\.")}\\s+B\\s`));

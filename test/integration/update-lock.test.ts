@@ -4,6 +4,9 @@
 // routes answer over real HTTP from the real API server. No machines are needed.
 
 import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import type { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +20,7 @@ import { RebootLock } from "../../agent/update/lock.js";
 import type { UpdateStatus } from "../../agent/update/records.js";
 import { UpdateStore } from "../../agent/update/store.js";
 import { runFleetctl } from "../../fleetctl/cli.js";
-import { type Etcd, startEtcd } from "../harness/index.js";
+import { type Etcd, harnessPki, startEtcd } from "../harness/index.js";
 import { type HttpAnswer, httpRequest } from "./support.js";
 
 const M1 = "1".repeat(32);
@@ -35,7 +38,7 @@ let base: string;
 
 beforeAll(async () => {
   etcd = await startEtcd();
-  client = createEtcdClient([etcd.endpoint]);
+  client = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
   keys = new Keys(`/update-lock-${randomBytes(4).toString("hex")}/`);
   lock = new RebootLock(client, keys, { leaseSeconds: TTL });
   store = new UpdateStore(client, keys);
@@ -47,8 +50,12 @@ beforeAll(async () => {
     machineID: M1,
     updates: { lock, store },
   });
-  const bound = await server.listen({ tcp: "127.0.0.1:0" });
-  base = `http://127.0.0.1:${bound.tcp?.port}`;
+  const tlsDir = mkdtempSync(path.join(tmpdir(), "flotilla-update-lock-"));
+  const pki = harnessPki();
+  const tls = pki.material(pki.machine("update-lock", ["127.0.0.1"], tlsDir));
+  rmSync(tlsDir, { recursive: true, force: true });
+  const bound = await server.listen({ tcp: "127.0.0.1:0", tls });
+  base = `https://127.0.0.1:${bound.tcp?.port}`;
   const machine = (id: string): Machine => ({ id, publicIP: `10.0.0.${id[0]}`, metadata: {}, version: "x" });
   await client.put(keys.machine(M1)).value(JSON.stringify(machine(M1)));
   await client.put(keys.machine(M2)).value(JSON.stringify(machine(M2)));
@@ -124,7 +131,7 @@ describe("the semaphore", () => {
     const held = await lock.acquire("reattach", "m");
     const leaseId = held.leaseId as string;
     // A fresh client stands for the rebooted agent: it knows nothing but the stored lease ID.
-    const rebooted = createEtcdClient([etcd.endpoint]);
+    const rebooted = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
     try {
       const again = new RebootLock(rebooted, keys, { leaseSeconds: TTL });
       for (let i = 0; i < 5; i++) {
@@ -358,7 +365,7 @@ describe("fleetctl against the real API", () => {
   async function fleetctl(...args: string[]) {
     let stdout = "";
     let stderr = "";
-    const code = await runFleetctl([`--endpoint=${base}`, ...args], {
+    const code = await runFleetctl([`--endpoint=${base}`, ...harnessPki().fleetctlFlags(), ...args], {
       stdout: { write: (c: string) => (stdout += c) },
       stderr: { write: (c: string) => (stderr += c) },
       env: {},

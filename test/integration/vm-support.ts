@@ -16,7 +16,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { IMAGE_DIR, REPO } from "../../scripts/lib/image-build.js";
 import { Vm } from "../../scripts/lib/image-vm.js";
-import { type Etcd, startEtcd } from "../harness/index.js";
+import { type Etcd, harnessPki, startEtcd, type TlsFiles } from "../harness/index.js";
 
 /** Generous: TCG on two cores shared with other builds can take minutes to reach a login prompt. */
 export const BOOT_MS = 420_000;
@@ -47,13 +47,30 @@ export class VmBed {
     return this.etcd.endpoint.replace("127.0.0.1", "10.0.2.2");
   }
 
-  /** An Ignition config: user core with our key, the hostname, and the agent's config file. */
+  /**
+   * The machine certificate of VM `hostname`: it names 127.0.0.1 too, the address its forwarded
+   * API port has on the host.
+   */
+  machineTls(hostname: string): TlsFiles {
+    return harnessPki().machine(hostname, ["10.0.2.15", "127.0.0.1"], join(this.work, "tls"));
+  }
+
+  /**
+   * An Ignition config: user core with our key, the hostname, the cluster PKI under
+   * /etc/flotilla/tls (the agent's defaults) and the agent's config file.
+   */
   ignition(
     hostname: string,
     agent: Record<string, unknown> = {},
     extra: Record<string, unknown> = {},
   ): string {
     const agentConfig = { "etcd-endpoints": this.guestEtcd, "api-listen": "0.0.0.0:7480", ...agent };
+    const tls = this.machineTls(hostname);
+    const tlsFile = (path: string, file: string, mode: number) => ({
+      path,
+      mode,
+      contents: { source: dataUrl(readFileSync(file, "utf8")) },
+    });
     const config = {
       ignition: { version: "3.4.0" },
       passwd: {
@@ -73,6 +90,9 @@ export class VmBed {
             mode: 0o644,
             contents: { source: dataUrl(JSON.stringify(agentConfig)) },
           },
+          tlsFile("/etc/flotilla/tls/ca.pem", tls.ca, 0o644),
+          tlsFile("/etc/flotilla/tls/machine.pem", tls.cert, 0o644),
+          tlsFile("/etc/flotilla/tls/machine-key.pem", tls.key, 0o600),
         ],
       },
       ...extra,
@@ -116,7 +136,9 @@ export class VmBed {
   }
 
   private etcdctl(args: string[]): string {
-    return execFileSync("etcdctl", [`--endpoints=${this.etcd.endpoint}`, ...args], {
+    const { ca, cert, key } = this.etcd.tlsFiles;
+    const tls = [`--cacert=${ca}`, `--cert=${cert}`, `--key=${key}`];
+    return execFileSync("etcdctl", [`--endpoints=${this.etcd.endpoint}`, ...tls, ...args], {
       encoding: "utf8",
       env: { ...process.env, ETCDCTL_API: "3" },
     });

@@ -59,8 +59,21 @@ describe("parseEndpoint", () => {
     expect(() => parseEndpoint("localhost")).toThrow("URL scheme undefined");
   });
 
+  it("parses https:// (TLS, port 443 by default)", () => {
+    expect(parseEndpoint("https://10.0.0.1:7480").endpoint).toEqual({
+      kind: "tcp",
+      host: "10.0.0.1",
+      port: 7480,
+      basePath: "",
+      display: "https://10.0.0.1:7480",
+      tls: true,
+    });
+    expect(parseEndpoint("https://h").endpoint).toMatchObject({ port: 443, tls: true });
+    expect(parseEndpoint("http://h").endpoint).not.toHaveProperty("tls");
+  });
+
   it("refuses schemes it cannot speak", () => {
-    expect(() => parseEndpoint("https://h:1")).toThrow('unsupported endpoint scheme "https"');
+    expect(() => parseEndpoint("ftp://h:1")).toThrow('unsupported endpoint scheme "ftp"');
   });
 });
 
