@@ -7,6 +7,7 @@
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import type { Logger } from "../log.js";
 import type { Keys } from "../registry/keys.js";
+import { RegistryUnavailableError } from "../registry/registry.js";
 import { type Membership, sleep } from "./membership.js";
 
 /**
@@ -91,6 +92,7 @@ export class LeaderElection implements Election {
     return classifyLeader(this.state.key, this.membership.current.id, this.myLeaseID());
   }
 
+  /** Throws RegistryUnavailableError when etcd does not answer, as the registry does. */
   async campaign(): Promise<boolean> {
     const me = this.membership.current.id;
     const key = this.keys.engineLeader();
@@ -100,13 +102,15 @@ export class LeaderElection implements Election {
     } catch {
       return false; // not a member (yet, or again): nothing to bind the key to
     }
-    const id = await lease.grant();
+    const id = await unavailableOnError(() => lease.grant());
     this.campaignedWith = { lease, id };
-    const res = await this.client
-      .if(key, "Create", "==", 0)
-      .then(lease.put(key).value(me))
-      .else(this.client.get(key))
-      .commit();
+    const res = await unavailableOnError(() =>
+      this.client
+        .if(key, "Create", "==", 0)
+        .then(lease.put(key).value(me))
+        .else(this.client.get(key))
+        .commit(),
+    );
     const holder = res.succeeded
       ? { holder: me, lease: id }
       : leaderKey(res.responses[0]?.response_range?.kvs[0]);
@@ -168,6 +172,14 @@ export class LeaderElection implements Election {
         await sleep(Math.min(1000 * attempt, 5000));
       }
     }
+  }
+}
+
+async function unavailableOnError<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new RegistryUnavailableError(err);
   }
 }
 
