@@ -64,7 +64,7 @@ export interface Registry {
  */
 export const ENGINE_TXN_MAX_WRITES = 100;
 
-/** One engine write. The engine is the only writer of schedule/, pending/ and failures/. */
+/** One engine write. Only the engine puts schedule/, pending/ and failures/ (destroyUnit deletes them). */
 export type EngineWrite =
   | { kind: "schedule"; unit: string; placement: Placement }
   /**
