@@ -1,6 +1,7 @@
 // Engine bench: the pure scheduler (`decide`) on synthetic clusters, no I/O. Prints the time to
-// place every unit on an empty cluster, the time of a pass with nothing to do, and how many etcd
-// transactions the engine's writes of a pass take when batched.
+// place every unit on an empty cluster, the time of a pass with nothing to do, and the pass after
+// one machine is lost, each with the etcd transactions its writes take when batched (engine.ts)
+// against one per write before.
 // Usage: npx tsx bench/engine.ts [machines×units ...]   (default: 5×5000 1000×10000)
 //
 // The unit mix exercises every index: mostly plain units, 5 % with MachineMetadata, 5 % in a
@@ -8,6 +9,7 @@
 // units. In the small cluster most of the conflict group cannot be placed, so the idle pass also
 // works out pending reasons.
 
+import { batches } from "../agent/engine/engine.js";
 import { decide, type EngineAction, type EngineInput, type SchedUnit } from "../agent/engine/scheduler.js";
 import type { Machine, Placement, Requirements } from "../agent/model.js";
 import { ENGINE_TXN_MAX_WRITES } from "../agent/registry/registry.js";
@@ -112,7 +114,6 @@ const sizes = (process.argv.length > 2 ? process.argv.slice(2) : ["5x5000", "100
 for (const { m, u } of sizes) {
   let inp = input(m, u);
   const place = timed(() => decide(inp));
-  const actions = place.value.length;
   let passes = 1;
   inp = applied(inp, place.value);
   // Replaces and MachineOf can take a second pass to settle; the idle figure is for a settled cluster.
@@ -126,12 +127,14 @@ for (const { m, u } of sizes) {
     idle.push(pass.ms);
   }
   idle.sort((a, b) => a - b);
-  const placed = inp.schedule.size;
+  const lost = inp.machines[0]?.id;
+  const failover = timed(() => decide({ ...inp, machines: inp.machines.filter((m) => m.id !== lost) }));
+  const txns = (actions: EngineAction[]) =>
+    `${batches(actions, ENGINE_TXN_MAX_WRITES).length} txns (one per write: ${actions.length})`;
   console.log(
-    `${m} machines × ${u} units: place all ${place.ms.toFixed(0)} ms (${actions} actions, ${placed} placed, ` +
-      `${inp.pending.size} pending, settled after ${passes} pass${passes === 1 ? "" : "es"}); ` +
-      `idle pass median ${(idle[2] ?? 0).toFixed(1)} ms; ` +
-      `etcd txns for the placing pass: ${Math.ceil(actions / ENGINE_TXN_MAX_WRITES)} batched ` +
-      `(${ENGINE_TXN_MAX_WRITES} actions each) vs ${actions} one per action`,
+    `${m} machines × ${u} units (${inp.schedule.size} placed, ${inp.pending.size} pending):\n` +
+      `  place all        ${place.ms.toFixed(0).padStart(6)} ms, ${txns(place.value)}, settled after ${passes} pass(es)\n` +
+      `  nothing to do    ${(idle[2] ?? 0).toFixed(1).padStart(6)} ms (median of 5), 0 txns\n` +
+      `  a machine lost   ${failover.ms.toFixed(1).padStart(6)} ms, ${txns(failover.value)}`,
   );
 }
