@@ -1,8 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { conflicts, replaces, type UnitRef } from "../../agent/engine/eligibility.js";
+import {
+  ableToRun,
+  conflicts,
+  displacedBy,
+  placementView,
+  replaces,
+  type UnitRef,
+} from "../../agent/engine/eligibility.js";
 import { LoadHeap } from "../../agent/engine/load-heap.js";
 import { RuleIndexOfUnits } from "../../agent/engine/rule-index.js";
-import type { Requirements } from "../../agent/model.js";
+import { decide, type SchedUnit } from "../../agent/engine/scheduler.js";
+import type { Machine, Placement, Requirements } from "../../agent/model.js";
 
 function unit(name: string, req: Partial<Requirements> = {}): UnitRef {
   return {
@@ -98,5 +106,81 @@ describe("LoadHeap", () => {
       return false;
     });
     expect(order).toEqual(["m2", "m1", "m3"]);
+  });
+});
+
+describe("decide with indexes agrees with the scanning rules", () => {
+  const ids = Array.from(
+    { length: 6 },
+    (_, i) => `${i % 2 ? "1a2b3c4d" : "5e6f7a8b"}${String(i).padStart(24, "0")}`,
+  );
+  const names = [
+    "a.service",
+    "b.service",
+    "web@1.service",
+    "web@2.service",
+    "web@3.service",
+    "db.service",
+    "new.service",
+    "old.service",
+    "g.service",
+    "side.service",
+  ];
+  const patterns = ["web@*.service", "*", "?.service", "[ab].service", "old*", "db.service", "g.service"];
+
+  it("a settled cluster breaks no rule, as eligibility.ts checks it without an index", () => {
+    let checked = 0;
+    for (let seed = 1; seed <= 150; seed++) {
+      const rnd = random(seed);
+      const pick = <T>(list: readonly T[]) => list[Math.floor(rnd() * list.length)] as T;
+      const machines: Machine[] = ids
+        .filter(() => rnd() < 0.85)
+        .map((id) => ({ id, publicIP: "", version: "", metadata: { region: pick(["a", "b"]) } }));
+      const units: SchedUnit[] = names.map((name) => ({
+        name,
+        options: [],
+        hash: "h",
+        desiredState: pick(["launched", "launched", "loaded", "inactive"] as const),
+        requirements: {
+          machineOf: rnd() < 0.15 ? [pick(names)].filter((p) => p !== name) : [],
+          metadata: rnd() < 0.2 ? { region: ["a"] } : ({} as Record<string, string[]>),
+          conflicts: rnd() < 0.3 ? [pick(patterns)] : [],
+          global: rnd() < 0.1,
+          replaces: rnd() < 0.15 ? [pick(patterns)] : [],
+        },
+      }));
+      let schedule = new Map<string, Placement>();
+      for (let pass = 0; pass < 6; pass++) {
+        const actions = decide({
+          now: 0,
+          units,
+          schedule,
+          pending: new Map(),
+          failures: new Map(),
+          machines,
+          states: [],
+          settling: false,
+          policy: { maxMoves: 3, backoffBaseMs: 1000 },
+        });
+        schedule = new Map(schedule);
+        for (const a of actions) {
+          if (a.kind === "schedule")
+            schedule.set(a.unit, { machineID: a.machineID, at: 0, reason: a.reason });
+          if (a.kind === "unschedule") schedule.delete(a.unit);
+        }
+      }
+      const view = placementView(units, { schedule }, machines);
+      for (const [name, { machineID }] of schedule) {
+        const u = units.find((x) => x.name === name) as SchedUnit;
+        const m = machines.find((x) => x.id === machineID);
+        const context = `seed ${seed}: ${name} on ${machineID.slice(0, 8)}`;
+        expect(m, context).toBeDefined();
+        expect(u.desiredState, context).not.toBe("inactive");
+        expect(ableToRun(u, m as Machine, view), context).toEqual({ ok: true });
+        expect(displacedBy(u, machineID, view), context).toBeUndefined();
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(500); // the random clusters do place units
   });
 });
