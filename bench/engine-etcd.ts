@@ -57,6 +57,7 @@ try {
       if (res.status !== 201) throw new Error(`PUT b${i}.service: ${res.status} ${await res.text()}`);
     }),
   );
+  const submitted = (performance.now() - t0) / 1000;
   await waitFor(
     `${units} units scheduled`,
     async () => {
@@ -71,10 +72,17 @@ try {
   const after = await grpcCalls(cluster.endpoint);
   const idleTxn = Number(rate("Txn")) * ((performance.now() - t0) / 1000);
   console.log(
-    `${units} units submitted at once: all scheduled in ${placed.toFixed(1)} s; ` +
+    `${units} units submitted at once (PUTs done in ${submitted.toFixed(1)} s): all scheduled in ${placed.toFixed(1)} s; ` +
       `etcd Txn meanwhile ${delta(after, before, "Txn")} (of which ~${idleTxn.toFixed(0)} at the idle rate), ` +
       `Range ${delta(after, before, "Range")}, Put ${delta(after, before, "Put")}`,
   );
+  // A refused engine transaction (fence or guard) costs a pass: say how many there were.
+  let refused = 0;
+  for (const m of cluster.machines) {
+    const log = await m.exec(["journalctl", "-u", "flotilla-agent", "-o", "cat", "--no-pager"]);
+    refused += log.stdout.split("\n").filter((l) => l.includes("engine write refused")).length;
+  }
+  console.log(`engine transactions refused: ${refused}`);
 } finally {
   etcd.close();
   await cluster.teardown();
