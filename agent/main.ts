@@ -164,7 +164,8 @@ async function main(args: string[]): Promise<void> {
     if (err instanceof DuplicateMachineError) refuseDuplicate(err);
     throw err;
   });
-  const election = new LeaderElection(client, keys, membership);
+  const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }));
+  if (!cfg.disableEngine) election.start();
   const engine = cfg.disableEngine
     ? undefined
     : new Engine(
@@ -185,6 +186,7 @@ async function main(args: string[]): Promise<void> {
   const drain = () => {
     draining ??= (async () => {
       loops.stop();
+      await election.stop();
       await election.resign().catch(() => undefined);
       await reconciler.unloadAll();
       await membership.leave();

@@ -1,36 +1,121 @@
-// Engine election: the leader key is created only if absent, under the candidate's machine
-// lease. A dead leader's key expires with its lease; a graceful leader's goes with its revoke.
+// Engine election. The leader key is created only if absent, under the candidate's machine lease,
+// and held for as long as that lease lives: a dead leader's key expires with its lease, a graceful
+// leader's goes with its revoke. Every agent reads the key once and then watches it, so an engine
+// pass asks etcd nothing about the leadership: only a vacant key (absent at start, or seen deleted)
+// makes an agent campaign, with one transaction. See docs/architecture.md, "Election".
 
-import type { Etcd3 } from "etcd3";
+import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
+import type { Logger } from "../log.js";
 import type { Keys } from "../registry/keys.js";
-import type { Membership } from "./membership.js";
+import { RegistryUnavailableError } from "../registry/registry.js";
+import { type Membership, sleep } from "./membership.js";
 
-export class LeaderElection {
+/**
+ * What this machine last saw of the leader key: it holds it (`leader`), another holds it
+ * (`follower`), nobody does (`vacant`), or it has not been read yet (`unknown`).
+ */
+export type LeaderView = "leader" | "follower" | "vacant" | "unknown";
+
+/** The engine's side of the election; a fake stands in for etcd in unit tests. */
+export interface Election {
+  /** The leadership as last seen, from memory: asks etcd nothing. */
+  observed(): LeaderView;
+  /** Takes the key if it is vacant (one transaction); whether this machine now leads. */
+  campaign(): Promise<boolean>;
+}
+
+/** The leader key's value (the holder's machine ID) and the lease it is bound to. */
+export interface LeaderKey {
+  holder: string;
+  lease: string;
+}
+
+/**
+ * Who leads, seen from machine `me` whose current lease is `myLease`. A key with our machine ID
+ * but another lease was written by an earlier run of this agent (crash, restart, lost lease): that
+ * engine is gone, so we wait for the key to expire like everyone else.
+ */
+export function classifyLeader(
+  key: LeaderKey | undefined | null,
+  me: string,
+  myLease: string | undefined,
+): LeaderView {
+  if (key === null) return "unknown";
+  if (key === undefined) return "vacant";
+  return key.holder === me && myLease !== undefined && key.lease === myLease ? "leader" : "follower";
+}
+
+/**
+ * The leader key as last seen, fed by reads and watch events in any order: an observation older
+ * than the one kept is ignored, so a late watch event cannot undo a newer read.
+ */
+export class LeaderKeyState {
+  /** null until the first observation. */
+  key: LeaderKey | undefined | null = null;
+  private revision = 0;
+
+  /** Returns whether the observation was newer and taken. */
+  observe(key: LeaderKey | undefined, revision: number): boolean {
+    if (this.key !== null && revision <= this.revision) return false;
+    this.key = key;
+    this.revision = revision;
+    return true;
+  }
+}
+
+export class LeaderElection implements Election {
+  private readonly state = new LeaderKeyState();
+  private watcher: Watcher | undefined;
+  /** This machine's lease when it last campaigned, with its ID; compared with the key's lease. */
+  private campaignedWith: { lease: Lease; id: string } | undefined;
+  private stopped = false;
+
   constructor(
     private readonly client: Etcd3,
     private readonly keys: Keys,
     private readonly membership: Membership,
+    private readonly log: Logger,
   ) {}
 
-  /** Takes the leadership if it is free; returns whether this machine now leads. */
+  /** Reads the key, then watches it from that revision; retries in the background until etcd answers. */
+  start(): void {
+    void this.sync();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.watcher?.cancel().catch(() => undefined);
+    this.watcher = undefined;
+  }
+
+  observed(): LeaderView {
+    return classifyLeader(this.state.key, this.membership.current.id, this.myLeaseID());
+  }
+
+  /** Throws RegistryUnavailableError when etcd does not answer, as the registry does. */
   async campaign(): Promise<boolean> {
     const me = this.membership.current.id;
     const key = this.keys.engineLeader();
-    const lease = this.membership.leased();
-    const res = await this.client
-      .if(key, "Create", "==", 0)
-      .then(lease.put(key).value(me))
-      .else(this.client.get(key))
-      .commit();
-    if (res.succeeded) return true;
-    // A key with our machine ID but another lease was written by an earlier run of this agent
-    // (crash, restart, lost lease): that engine is gone, so wait for the key to expire like everyone.
-    const holder = res.responses[0]?.response_range?.kvs[0];
-    return holder?.value.toString() === me && holder.lease === (await lease.grant());
-  }
-
-  async currentLeader(): Promise<string | undefined> {
-    return (await this.client.get(this.keys.engineLeader()).string()) ?? undefined;
+    let lease: Lease;
+    try {
+      lease = this.membership.leased();
+    } catch {
+      return false; // not a member (yet, or again): nothing to bind the key to
+    }
+    const id = await unavailableOnError(() => lease.grant());
+    this.campaignedWith = { lease, id };
+    const res = await unavailableOnError(() =>
+      this.client
+        .if(key, "Create", "==", 0)
+        .then(lease.put(key).value(me))
+        .else(this.client.get(key))
+        .commit(),
+    );
+    const holder = res.succeeded
+      ? { holder: me, lease: id }
+      : leaderKey(res.responses[0]?.response_range?.kvs[0]);
+    this.state.observe(holder, Number(res.header.revision));
+    return this.observed() === "leader";
   }
 
   /** Gives up the leadership if held, so another engine can take over at once. */
@@ -41,4 +126,63 @@ export class LeaderElection {
       .then(this.client.delete().key(this.keys.engineLeader()))
       .commit();
   }
+
+  /** The ID of the lease we campaigned with, while it is still this machine's lease. */
+  private myLeaseID(): string | undefined {
+    const mine = this.campaignedWith;
+    if (!mine) return undefined;
+    try {
+      return this.membership.leased() === mine.lease ? mine.id : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async sync(): Promise<void> {
+    const key = this.keys.engineLeader();
+    for (let attempt = 1; !this.stopped; attempt++) {
+      try {
+        const res = await this.client.get(key).exec();
+        const revision = Number(res.header.revision);
+        this.state.observe(leaderKey(res.kvs[0]), revision);
+        const watcher = await this.client
+          .watch()
+          .key(key)
+          .startRevision(String(revision + 1))
+          .create();
+        if (this.stopped) {
+          await watcher.cancel();
+          return;
+        }
+        watcher.on("put", (kv) => this.state.observe(leaderKey(kv), Number(kv.mod_revision)));
+        watcher.on("delete", (kv) => this.state.observe(undefined, Number(kv.mod_revision)));
+        // Disconnects resume from the last revision on their own; an error (e.g. the revision was
+        // compacted away) ends the watch, so read the key again and watch from there.
+        watcher.on("error", (err) => {
+          this.log.error({ err: String(err) }, "leader-key watch failed; reading the key again");
+          if (this.watcher === watcher) this.watcher = undefined;
+          void watcher.cancel().catch(() => undefined);
+          void this.sync();
+        });
+        this.watcher = watcher;
+        return;
+      } catch (err) {
+        if (attempt === 1 || attempt % 10 === 0)
+          this.log.warn({ err: String(err), attempt }, "cannot read the engine leader key yet; retrying");
+        await sleep(Math.min(1000 * attempt, 5000));
+      }
+    }
+  }
+}
+
+async function unavailableOnError<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw new RegistryUnavailableError(err);
+  }
+}
+
+function leaderKey(kv: IKeyValue | undefined): LeaderKey | undefined {
+  return kv ? { holder: kv.value.toString(), lease: String(kv.lease) } : undefined;
 }

@@ -25,6 +25,21 @@ export interface Placements {
 /** The [X-Fleet] rule a machine failed, in the order they are checked. */
 export type Rule = "machineID" | "metadata" | "machineOf" | "conflicts";
 
+/**
+ * The units related to a unit by Conflicts and Replaces, by name. Optional everywhere: without it
+ * the rules scan a machine's occupants and match every pattern; the scheduler passes an index
+ * (rule-index.ts) so a check costs what the relations hold, not what the machine holds.
+ */
+export interface RuleIndex {
+  /**
+   * Units that conflict with `unit`, in either direction: the union of these sets, which are
+   * shared between units and may hold `unit` itself (a group such as web@* conflicts with itself).
+   */
+  conflicting(unit: UnitRef): readonly ReadonlySet<string>[];
+  /** Units that displace `unit`: those `other` for which `replaces(other, unit)`. */
+  replacing(unit: UnitRef): ReadonlySet<string>;
+}
+
 export type Eligibility =
   | { ok: true }
   /** `other` names the missing peer or the conflicting unit. */
@@ -34,7 +49,12 @@ export type Eligibility =
  * Can `unit` run on `machine`? Checks MachineID, MachineMetadata, MachineOf and Conflicts, in that
  * order. Replaces never makes a machine ineligible: the scheduler moves the replaced unit instead.
  */
-export function ableToRun(unit: UnitRef, machine: Machine, view: PlacementView): Eligibility {
+export function ableToRun(
+  unit: UnitRef,
+  machine: Machine,
+  view: PlacementView,
+  index?: RuleIndex,
+): Eligibility {
   const req = unit.requirements;
   if (req.machineID !== undefined && !matchesMachineID(machine, req.machineID)) {
     return { ok: false, rule: "machineID", reason: `unit is pinned to machine ${req.machineID}` };
@@ -47,7 +67,8 @@ export function ableToRun(unit: UnitRef, machine: Machine, view: PlacementView):
       return { ok: false, rule: "machineOf", reason: `peer ${peer} is not on this machine`, other: peer };
     }
   }
-  const conflict = here && firstConflict(unit, here.values());
+  const conflict =
+    here && (index ? firstOf(index.conflicting(unit), here, unit.name) : firstConflict(unit, here.values()));
   if (conflict)
     return { ok: false, rule: "conflicts", reason: `conflicts with ${conflict}`, other: conflict };
   return { ok: true };
@@ -63,21 +84,42 @@ export function globalUnitsFor<T extends UnitRef & { desiredState: DesiredState 
   units: readonly T[],
   placements: Placements,
 ): T[] {
-  // Inactive units are about to be unscheduled and their agent will not run them: they block nothing.
-  const admitted: UnitRef[] = units.filter(
-    (u) =>
-      !u.requirements.global &&
-      u.desiredState !== "inactive" &&
-      placements.schedule.get(u.name)?.machineID === machine.id,
+  const placed = units.filter(
+    (u) => !u.requirements.global && placements.schedule.get(u.name)?.machineID === machine.id,
   );
-  const out: T[] = [];
-  const globals = units
+  return admitGlobals(machine, placed, runnableGlobals(units));
+}
+
+/** The global units any machine may run, in name order: not templates, not inactive. */
+export function runnableGlobals<T extends UnitRef & { desiredState: DesiredState }>(
+  units: readonly T[],
+): T[] {
+  return units
     .filter((u) => u.requirements.global && u.desiredState !== "inactive" && !isTemplate(u.name))
     .sort((a, b) => compare(a.name, b.name));
+}
+
+/**
+ * globalUnitsFor's admission, given the non-global units placed on `machine` and the runnable
+ * globals in name order (runnableGlobals).
+ */
+export function admitGlobals<T extends UnitRef>(
+  machine: Machine,
+  placed: Iterable<UnitRef & { desiredState: DesiredState }>,
+  globals: readonly T[],
+  index?: RuleIndex,
+): T[] {
+  // Inactive units are about to be unscheduled and their agent will not run them: they block nothing.
+  const admitted = new Map<string, UnitRef>();
+  for (const u of placed) if (u.desiredState !== "inactive") admitted.set(u.name, u);
+  const out: T[] = [];
   for (const unit of globals) {
     if (metadataMismatch(machine, unit.requirements.metadata)) continue;
-    if (firstConflict(unit, admitted)) continue;
-    admitted.push(unit);
+    const conflict = index
+      ? firstOf(index.conflicting(unit), admitted, unit.name)
+      : firstConflict(unit, admitted.values());
+    if (conflict) continue;
+    admitted.set(unit.name, unit);
     out.push(unit);
   }
   return out;
@@ -107,9 +149,16 @@ export function placementView<T extends UnitRef & { desiredState: DesiredState }
  * The unit on `machineID` whose Replaces matches `unit`, if any: `unit` may not stay there.
  * Circular replaces (each matches the other) are ignored, as fleet's hasReplace does.
  */
-export function displacedBy(unit: UnitRef, machineID: string, view: PlacementView): string | undefined {
+export function displacedBy(
+  unit: UnitRef,
+  machineID: string,
+  view: PlacementView,
+  index?: RuleIndex,
+): string | undefined {
+  const here = view.get(machineID);
+  if (index) return here && firstOf([index.replacing(unit)], here, unit.name);
   let found: string | undefined;
-  for (const other of view.get(machineID)?.values() ?? []) {
+  for (const other of here?.values() ?? []) {
     if (replaces(other, unit) && (found === undefined || other.name < found)) found = other.name;
   }
   return found;
@@ -140,7 +189,7 @@ export function formatMetadata(metadata: Record<string, readonly string[]>): str
 }
 
 /** Why `machine` lacks the required metadata (first failing key), or undefined when it has it. */
-function metadataMismatch(machine: Machine, required: Record<string, string[]>): string | undefined {
+export function metadataMismatch(machine: Machine, required: Record<string, string[]>): string | undefined {
   for (const key of Object.keys(required).sort(compare)) {
     const accepted = required[key] ?? [];
     const has = machine.metadata[key];
@@ -161,7 +210,24 @@ function firstConflict(unit: UnitRef, others: Iterable<UnitRef>): string | undef
   return found;
 }
 
-function conflicts(a: UnitRef, b: UnitRef): boolean {
+/** The first (by name) unit other than `self` in both `here` and one of `sets`, walking the smaller side. */
+function firstOf(
+  sets: readonly ReadonlySet<string>[],
+  here: ReadonlyMap<string, unknown>,
+  self: string,
+): string | undefined {
+  let found: string | undefined;
+  for (const names of sets) {
+    const [walk, other] = names.size <= here.size ? [names.keys(), here] : [here.keys(), names];
+    for (const name of walk) {
+      if (name !== self && other.has(name) && (found === undefined || name < found)) found = name;
+    }
+  }
+  return found;
+}
+
+/** Does one of a's Conflicts patterns match b? */
+export function conflicts(a: UnitRef, b: UnitRef): boolean {
   return a.requirements.conflicts.some((p) => matchGlob(p, b.name));
 }
 

@@ -1,11 +1,22 @@
 // The engine loop: when this machine holds the leader key, read a snapshot, let the pure
-// scheduler decide, and apply its actions as leader-guarded writes. Only the leader runs passes.
+// scheduler decide, and apply its actions in batched, leader-fenced transactions. A follower's
+// pass asks etcd nothing: the election watches the leader key (cluster/leader.ts).
 
-import type { LeaderElection } from "../cluster/leader.js";
+import type { Election } from "../cluster/leader.js";
 import type { Logger } from "../log.js";
-import type { ClusterSnapshot, Registry } from "../registry/registry.js";
+import type { Placement, Requirements } from "../model.js";
+import {
+  type ClusterSnapshot,
+  ENGINE_TXN_MAX_WRITES,
+  type EngineWrite,
+  type Registry,
+  RegistryUnavailableError,
+} from "../registry/registry.js";
 import { parseRequirements } from "../unit/index.js";
 import { decide, type EngineAction, type SchedUnit } from "./scheduler.js";
+
+/** What the engine needs of the registry; a fake stands in for etcd in unit tests. */
+export type EngineRegistry = Pick<Registry, "snapshot" | "writeAsLeader">;
 
 export interface EngineOptions {
   machineID: string;
@@ -19,11 +30,12 @@ export class Engine {
   /** Until then, machines missing from the snapshot are not treated as lost (see docs). */
   private settleUntil = 0;
   private etcdWasDown = false;
-  private readonly startedAt = Date.now();
+  /** Parsed [X-Fleet] rules by unit name, reused while the unit's content hash is unchanged. */
+  private readonly parsed = new Map<string, { hash: string; requirements: Requirements }>();
 
   constructor(
-    private readonly registry: Registry,
-    private readonly election: LeaderElection,
+    private readonly registry: EngineRegistry,
+    private readonly election: Election,
     private readonly opts: EngineOptions,
     private readonly log: Logger,
   ) {}
@@ -32,20 +44,16 @@ export class Engine {
     return this.leading;
   }
 
-  /** One engine pass. Never throws: an unreachable etcd just skips the pass. */
+  /**
+   * One engine pass. Never throws: an unreachable etcd just skips the pass. Only a vacant leader
+   * key makes it campaign, so an agent that just started (or restarted) leaves a leadership that
+   * exists alone, and a follower's pass does no etcd work at all.
+   */
   async pass(now = Date.now()): Promise<void> {
     try {
-      // A freshly started agent leaves an existing leadership alone for one TTL, so an agent that
-      // crash-loops (or was just restarted) cannot keep grabbing the engine from healthy peers.
-      const young = now < this.startedAt + this.opts.ttlSeconds * 1000;
-      if (!this.leading && young && (await this.election.currentLeader()) !== undefined) return;
-      const leading = await this.election.campaign();
-      if (leading !== this.leading) {
-        this.leading = leading;
-        // No settling on takeover: other machines' leases live in etcd, not in the old leader,
-        // so a machine missing from the snapshot really has gone.
-        this.log.info(leading ? "became the engine leader" : "lost the engine leadership");
-      }
+      const seen = this.election.observed();
+      const leading = seen === "vacant" ? await this.election.campaign() : seen === "leader";
+      this.setLeading(leading);
       if (!leading) return;
       const snap = await this.registry.snapshot();
       if (this.etcdWasDown) {
@@ -53,18 +61,37 @@ export class Engine {
         this.settleUntil = now + this.opts.ttlSeconds * 1000;
         this.log.info("etcd is back; waiting one TTL before treating missing machines as lost");
       }
-      await this.apply(this.decideFor(snap, now), now);
+      await this.apply(this.decideFor(snap, now), snap.revision, now);
     } catch (err) {
+      if (!(err instanceof RegistryUnavailableError)) {
+        this.log.error({ err: String(err) }, "engine pass failed");
+        return;
+      }
       if (!this.etcdWasDown) this.log.warn({ err: String(err) }, "engine pass skipped: etcd unreachable");
       this.etcdWasDown = true;
     }
   }
 
+  private setLeading(leading: boolean): void {
+    if (leading === this.leading) return;
+    this.leading = leading;
+    // No settling on takeover: other machines' leases live in etcd, not in the old leader,
+    // so a machine missing from the snapshot really has gone.
+    this.log.info(leading ? "became the engine leader" : "lost the engine leadership");
+  }
+
   private decideFor(snap: ClusterSnapshot, now: number): EngineAction[] {
-    const units: SchedUnit[] = snap.units.map((u) => ({
-      ...u,
-      requirements: parseRequirements(u.name, u.options).requirements,
-    }));
+    const names = new Set<string>();
+    const units: SchedUnit[] = snap.units.map((u) => {
+      names.add(u.name);
+      let known = this.parsed.get(u.name);
+      if (known?.hash !== u.hash) {
+        known = { hash: u.hash, requirements: parseRequirements(u.name, u.options).requirements };
+        this.parsed.set(u.name, known);
+      }
+      return { ...u, requirements: known.requirements };
+    });
+    for (const name of this.parsed.keys()) if (!names.has(name)) this.parsed.delete(name);
     return decide({
       now,
       units,
@@ -78,41 +105,108 @@ export class Engine {
     });
   }
 
-  private async apply(actions: EngineAction[], now: number): Promise<void> {
-    const me = this.opts.machineID;
-    for (const a of actions) {
-      let ok = false;
-      switch (a.kind) {
-        case "schedule":
-          ok = await this.registry.schedule(
-            a.unit,
-            { machineID: a.machineID, at: now, reason: a.reason },
-            me,
-          );
-          this.log.info({ unit: a.unit, machine: a.machineID, reason: a.reason }, `schedule ${a.unit}`);
-          break;
-        case "unschedule":
-          ok = await this.registry.unschedule(a.unit, a.machineID, me);
-          this.log.info({ unit: a.unit, machine: a.machineID, reason: a.reason }, `unschedule ${a.unit}`);
-          break;
-        case "pending":
-          ok = await this.registry.setPending(a.unit, { reason: a.reason, at: now }, me);
-          this.log.warn({ unit: a.unit, reason: a.reason }, `cannot schedule ${a.unit}`);
-          break;
-        case "clear-pending":
-          ok = await this.registry.setPending(a.unit, undefined, me);
-          break;
-        case "failures":
-          ok = await this.registry.setFailures(a.unit, a.record, me);
-          if (a.record?.gaveUp)
-            this.log.warn({ unit: a.unit, reason: a.record.gaveUp }, "stopped moving unit");
-          break;
-      }
-      if (!ok) {
-        // Lost the leadership (or the placement changed) mid-pass: stop; the next pass re-reads.
-        this.log.info({ action: a.kind, unit: a.unit }, "engine write refused; re-reading next pass");
+  /**
+   * Writes the actions in order, in transactions of up to ENGINE_TXN_MAX_WRITES. A refused
+   * transaction (leadership lost, or a placement changed since the snapshot) ends the pass: the
+   * next pass decides again from what is there.
+   */
+  private async apply(actions: EngineAction[], revision: number, now: number): Promise<void> {
+    /** Placements this pass wrote: a later unschedule of one expects exactly it. */
+    const written = new Map<string, Placement>();
+    for (const batch of batches(actions, ENGINE_TXN_MAX_WRITES)) {
+      if (this.election.observed() !== "leader") {
+        this.setLeading(false);
         return;
+      }
+      const writes = batch.map((a) => toWrite(a, revision, now, written));
+      if (!(await this.registry.writeAsLeader(writes, this.opts.machineID))) {
+        this.log.info(
+          { writes: writes.length, first: batch[0]?.unit },
+          "engine write refused (leadership or a placement changed); deciding again next pass",
+        );
+        return;
+      }
+      for (const [i, a] of batch.entries()) {
+        const w = writes[i];
+        if (w?.kind === "schedule") written.set(w.unit, w.placement);
+        this.logAction(a);
       }
     }
   }
+
+  private logAction(a: EngineAction): void {
+    switch (a.kind) {
+      case "schedule":
+      case "unschedule":
+        this.log.info({ unit: a.unit, machine: a.machineID, reason: a.reason }, `${a.kind} ${a.unit}`);
+        break;
+      case "pending":
+        this.log.warn({ unit: a.unit, reason: a.reason }, `cannot schedule ${a.unit}`);
+        break;
+      case "failures":
+        if (a.record?.gaveUp) this.log.warn({ unit: a.unit, reason: a.record.gaveUp }, "stopped moving unit");
+        break;
+    }
+  }
+}
+
+function toWrite(
+  a: EngineAction,
+  revision: number,
+  now: number,
+  written: Map<string, Placement>,
+): EngineWrite {
+  switch (a.kind) {
+    case "schedule":
+      return {
+        kind: "schedule",
+        unit: a.unit,
+        placement: { machineID: a.machineID, at: now, reason: a.reason },
+      };
+    case "unschedule": {
+      const placement = written.get(a.unit);
+      return {
+        kind: "unschedule",
+        unit: a.unit,
+        expect: placement ? { placement } : { unchangedSince: revision },
+      };
+    }
+    case "pending":
+      return { kind: "pending", unit: a.unit, reason: { reason: a.reason, at: now } };
+    case "clear-pending":
+      return { kind: "pending", unit: a.unit, reason: undefined };
+    case "failures":
+      return { kind: "failures", unit: a.unit, record: a.record };
+  }
+}
+
+/**
+ * Splits the actions, in order, into transactions of at most `limit`, starting a new one where an
+ * action would touch a key the current one already writes (etcd refuses a duplicate key in a
+ * transaction, and a move is an unschedule and a schedule of the same unit).
+ */
+export function batches(actions: readonly EngineAction[], limit: number): EngineAction[][] {
+  const out: EngineAction[][] = [];
+  let current: EngineAction[] = [];
+  let keys = new Set<string>();
+  for (const a of actions) {
+    const key = `${writtenKey(a)}\n${a.unit}`;
+    if (current.length >= limit || keys.has(key)) {
+      out.push(current);
+      current = [];
+      keys = new Set();
+    }
+    current.push(a);
+    keys.add(key);
+  }
+  if (current.length > 0) out.push(current);
+  return out;
+}
+
+function writtenKey(a: EngineAction): "schedule" | "pending" | "failures" {
+  return a.kind === "schedule" || a.kind === "unschedule"
+    ? "schedule"
+    : a.kind === "failures"
+      ? "failures"
+      : "pending";
 }

@@ -15,17 +15,20 @@ import type { PendingReason } from "../registry/registry.js";
 import { isTemplate } from "../unit/index.js";
 import {
   ableToRun,
+  admitGlobals,
   compare,
   displacedBy,
   formatMetadata,
-  globalUnitsFor,
+  matchesMachineID,
+  metadataMismatch,
   occupants,
-  placementView,
   type Rule,
-  replaces,
+  runnableGlobals,
   shortID,
   type UnitRef,
 } from "./eligibility.js";
+import { LoadHeap } from "./load-heap.js";
+import { RuleIndexOfUnits } from "./rule-index.js";
 
 export interface SchedUnit extends UnitRecord {
   requirements: Requirements;
@@ -89,9 +92,22 @@ class Pass {
   private readonly machines: Map<string, Machine>;
   /** Machines in ID order, the scheduler's tie-break. */
   private readonly machineList: Machine[];
+  /** Machines by 8-character ID, for MachineID pins. */
+  private readonly machinesByShortID = new Map<string, Machine[]>();
+  /** Machines that have each MachineMetadata requirement, by the requirement's formatted text. */
+  private readonly metadataCandidates = new Map<string, Set<Machine>>();
+  private readonly rules: RuleIndexOfUnits;
+  /** Runnable global units in name order. */
+  private readonly globals: SchedUnit[];
   /** The working schedule: engine-placed units by name. */
   private readonly placed = new Map<string, { machineID: string }>();
-  private view = new Map<string, Map<string, UnitRef>>();
+  /** What is on each machine (placed units and globals); change it only through admit and evict. */
+  private readonly view = new Map<string, Map<string, UnitRef>>();
+  /** Where each unit is in the view, by unit name: one machine, or many for a global unit. */
+  private readonly hosts = new Map<string, Set<string>>();
+  /** Machines whose occupants changed since their placed units were last checked (settle). */
+  private readonly dirty = new Set<string>();
+  private readonly loads: LoadHeap;
   /** Units to place in step 3. */
   private readonly queue = new Set<string>();
   /** Units unscheduled this pass for a reason other than inactivity, to explain their next placement. */
@@ -106,6 +122,14 @@ class Pass {
     this.units = new Map(input.units.map((u) => [u.name, u]));
     this.machineList = [...input.machines].sort((a, b) => compare(a.id, b.id));
     this.machines = new Map(this.machineList.map((m) => [m.id, m]));
+    for (const m of this.machineList) {
+      const same = this.machinesByShortID.get(shortID(m.id));
+      if (same) same.push(m);
+      else this.machinesByShortID.set(shortID(m.id), [m]);
+    }
+    this.rules = new RuleIndexOfUnits(input.units);
+    this.globals = runnableGlobals(input.units);
+    this.loads = new LoadHeap((id) => this.load(id));
   }
 
   run(): EngineAction[] {
@@ -130,22 +154,38 @@ class Pass {
             ? "templates are never scheduled"
             : undefined;
       if (wrong) this.actions.push({ kind: "unschedule", unit: name, machineID, reason: wrong });
-      else this.placed.set(name, { machineID });
+      else {
+        this.placed.set(name, { machineID });
+        this.admit(machineID, this.unit(name));
+      }
     }
-    this.view = placementView(this.input.units, { schedule: this.placed }, this.machineList);
+    for (const machine of this.machineList) {
+      this.occupants(machine.id);
+      this.refreshGlobals(machine.id);
+      this.loads.touch(machine.id);
+    }
   }
 
-  /** Step 1: unschedules every placement that is no longer valid, until none is left. */
+  /**
+   * Step 1: unschedules every placement that is no longer valid, until none is left. A placement's
+   * validity depends only on its unit and its machine's occupants, so only machines whose occupants
+   * changed since the last check are looked at again; each round goes in name order, as one pass
+   * over all placements would.
+   */
   private settle(): void {
-    for (let changed = true; changed; ) {
-      changed = false;
-      for (const name of [...this.placed.keys()].sort(compare)) {
+    while (this.dirty.size > 0) {
+      const names: string[] = [];
+      for (const machineID of this.dirty) {
+        for (const [name, unit] of this.view.get(machineID) ?? []) {
+          if (!unit.requirements.global && this.placed.get(name)?.machineID === machineID) names.push(name);
+        }
+      }
+      this.dirty.clear();
+      for (const name of names.sort(compare)) {
         const machineID = this.placed.get(name)?.machineID;
         if (machineID === undefined) continue;
         const invalid = this.invalid(this.unit(name), machineID);
-        if (!invalid) continue;
-        this.unschedule(name, machineID, invalid.reason, invalid.why);
-        changed = true;
+        if (invalid) this.unschedule(name, machineID, invalid.reason, invalid.why);
       }
     }
   }
@@ -158,9 +198,9 @@ class Pass {
         ? undefined
         : { reason: `machine ${shortID(machineID)} went away`, why: "machine went away" };
     }
-    const able = ableToRun(unit, machine, this.view);
+    const able = ableToRun(unit, machine, this.view, this.rules);
     if (!able.ok) return { reason: able.reason, why: able.reason };
-    const by = displacedBy(unit, machineID, this.view);
+    const by = displacedBy(unit, machineID, this.view, this.rules);
     if (by) return { reason: `replaced by ${by}`, why: `replaced by ${by}` };
     return undefined;
   }
@@ -168,15 +208,16 @@ class Pass {
   /** Step 2: moves launched units whose systemd state on their machine is `failed`. */
   private migrateFailed(): void {
     const { now, policy } = this.input;
-    const failed = new Set(
-      this.input.states
-        .filter((s) => s.activeState === "failed")
-        .map((s) => `${s.name}\n${s.machineID}\n${s.hash}`),
-    );
-    for (const unit of [...this.units.values()].sort((a, b) => compare(a.name, b.name))) {
+    const failed = new Set<string>();
+    for (const s of this.input.states) {
+      if (s.activeState === "failed" && this.units.get(s.name)?.hash === s.hash)
+        failed.add(`${s.name}\n${s.machineID}`);
+    }
+    const names = [...new Set([...failed].map((key) => key.slice(0, key.indexOf("\n"))))].sort(compare);
+    for (const unit of names.map((name) => this.unit(name))) {
       const from = this.placed.get(unit.name)?.machineID;
       if (from === undefined || unit.desiredState !== "launched" || !this.machines.has(from)) continue;
-      if (!failed.has(`${unit.name}\n${from}\n${unit.hash}`)) continue;
+      if (!failed.has(`${unit.name}\n${from}`)) continue;
       const prior = this.input.failures.get(unit.name);
       const record = prior?.hash === unit.hash ? prior : undefined;
       if (record?.gaveUp) continue;
@@ -192,7 +233,7 @@ class Pass {
       const since = this.input.schedule.get(unit.name)?.at ?? now;
       if (now < since + policy.backoffBaseMs * 2 ** moves.length) continue;
       const exclude = new Set([...moves.map((m) => m.from), from]);
-      if (!this.machineList.some((m) => !exclude.has(m.id) && this.evaluate(unit, m).stage === STAGE.ok)) {
+      if (!this.best(unit, exclude)) {
         this.writeFailures(unit.name, { hash: unit.hash, moves, gaveUp: "failed on every eligible machine" });
         continue;
       }
@@ -206,53 +247,114 @@ class Pass {
     }
   }
 
-  /** Step 3: places what it can; returns why each remaining unit could not be placed. */
+  /**
+   * Step 3: places what it can, in name order, again and again while that places anything (a
+   * MachineOf follower named before its target lands in the next round); returns why each
+   * remaining unit could not be placed.
+   */
   private placeAll(): Map<string, string> {
     for (const unit of this.units.values()) {
       if (this.schedulable(unit) && !this.placed.has(unit.name)) this.queue.add(unit.name);
     }
-    const pending = new Map<string, string>();
     for (let progress = true; progress; ) {
       progress = false;
       for (const name of [...this.queue].sort(compare)) {
+        if (this.scheduledThisPass.has(name) && this.moved.has(name)) continue;
         const unit = this.unit(name);
-        const choice = this.choose(unit);
-        if ("pending" in choice) {
-          pending.set(name, choice.pending);
-          continue;
-        }
-        const moved = this.moved.get(name);
-        if (this.scheduledThisPass.has(name) && moved) {
-          pending.set(name, `${moved.why} on ${shortID(moved.from)}; placing it again next pass`);
-          continue;
-        }
-        this.place(unit, choice.machine, choice.reason);
-        pending.delete(name);
+        const choice = this.best(unit);
+        if (!choice) continue;
+        this.place(unit, choice.machineID, this.scheduleReason(unit, choice.eligible));
         progress = true;
       }
+    }
+    // Nothing changes any more: explain each unit left, as it stands now.
+    const pending = new Map<string, string>();
+    for (const name of [...this.queue].sort(compare)) {
+      const unit = this.unit(name);
+      const moved = this.moved.get(name);
+      if (!this.best(unit)) pending.set(name, this.pendingReason(unit));
+      else if (moved) pending.set(name, `${moved.why} on ${shortID(moved.from)}; placing it again next pass`);
     }
     return pending;
   }
 
-  private choose(unit: SchedUnit): { machine: string; reason: string } | { pending: string } {
-    if (this.machineList.length === 0) return { pending: "no machines" };
-    const verdicts = this.machineList.map((m) => this.evaluate(unit, m));
-    let best: Machine | undefined;
-    let eligible = 0;
-    for (const v of verdicts) {
-      if (v.stage !== STAGE.ok) continue;
-      eligible++;
-      // Ties keep the earlier machine, i.e. the lower ID.
-      if (!best || this.load(v.machine.id) < this.load(best.id)) best = v.machine;
+  /**
+   * The least-loaded machine `unit` may run on (ties: the lower ID), and how many it may run on;
+   * undefined when none. Restricting rules (MachineID, MachineMetadata, MachineOf) name the few
+   * candidates to look at; a unit without them walks the machines by load, skipping those where a
+   * conflicting or replacing unit runs.
+   */
+  private best(
+    unit: SchedUnit,
+    exclude?: ReadonlySet<string>,
+  ): { machineID: string; eligible: number } | undefined {
+    const candidates = this.candidates(unit);
+    if (candidates) {
+      let best: Machine | undefined;
+      let eligible = 0;
+      for (const m of candidates) {
+        if (exclude?.has(m.id) || this.evaluate(unit, m).stage !== STAGE.ok) continue;
+        eligible++;
+        if (!best || this.load(m.id) < this.load(best.id)) best = m;
+      }
+      return best && { machineID: best.id, eligible };
     }
-    if (!best) return { pending: this.pendingReason(unit, verdicts) };
-    return { machine: best.id, reason: this.scheduleReason(unit, eligible) };
+    const blocked = new Set<string>(exclude);
+    for (const id of this.migrations.get(unit.name)?.exclude ?? []) blocked.add(id);
+    for (const names of this.rules.conflicting(unit)) {
+      for (const other of names) {
+        if (other !== unit.name) for (const id of this.hosts.get(other) ?? []) blocked.add(id);
+      }
+    }
+    for (const other of this.rules.replacing(unit))
+      for (const id of this.hosts.get(other) ?? []) blocked.add(id);
+    let eligible = this.machineList.length;
+    for (const id of blocked) if (this.machines.has(id)) eligible--;
+    if (eligible === 0) return undefined;
+    const machineID = this.loads.first((id) => !blocked.has(id));
+    return machineID === undefined ? undefined : { machineID, eligible };
+  }
+
+  /** The machines `unit`'s restricting rules leave, in ID order; undefined when it has none. */
+  private candidates(unit: SchedUnit): Machine[] | undefined {
+    const req = unit.requirements;
+    let out: Machine[] | undefined;
+    if (req.machineID !== undefined) {
+      const full = this.machines.get(req.machineID);
+      out = [...(full ? [full] : []), ...(this.machinesByShortID.get(req.machineID) ?? [])];
+      out = [...new Set(out)].sort((a, b) => compare(a.id, b.id));
+    }
+    if (Object.keys(req.metadata).length > 0) {
+      const have = this.withMetadata(req.metadata);
+      out = out ? out.filter((m) => have.has(m)) : [...have];
+    }
+    for (const peer of req.machineOf) {
+      const on = this.hosts.get(peer) ?? new Set<string>();
+      out = out
+        ? out.filter((m) => on.has(m.id))
+        : [...on]
+            .map((id) => this.machines.get(id))
+            .filter((m): m is Machine => m !== undefined)
+            .sort((a, b) => compare(a.id, b.id));
+    }
+    return out;
+  }
+
+  /** The machines that have the required metadata, in ID order. */
+  private withMetadata(required: Record<string, string[]>): Set<Machine> {
+    const key = formatMetadata(required);
+    let have = this.metadataCandidates.get(key);
+    if (!have) {
+      have = new Set(this.machineList.filter((m) => !metadataMismatch(m, required)));
+      this.metadataCandidates.set(key, have);
+    }
+    return have;
   }
 
   private evaluate(unit: SchedUnit, machine: Machine): Verdict {
-    const able = ableToRun(unit, machine, this.view);
+    const able = ableToRun(unit, machine, this.view, this.rules);
     if (!able.ok) return { machine, stage: STAGE[able.rule], reason: able.reason, other: able.other };
-    const by = displacedBy(unit, machine.id, this.view);
+    const by = displacedBy(unit, machine.id, this.view, this.rules);
     if (by) return { machine, stage: STAGE.replaced, reason: `replaced by ${by}`, other: by };
     if (this.migrations.get(unit.name)?.exclude.has(machine.id)) {
       return { machine, stage: STAGE.excluded, reason: "failed there" };
@@ -266,14 +368,13 @@ class Pass {
   }
 
   private place(unit: SchedUnit, machineID: string, reason: string): void {
-    const here = occupants(this.view, machineID);
-    const displaced = [...here.values()]
-      .filter((other) => this.placed.has(other.name) && replaces(unit, other))
-      .map((other) => other.name)
+    const here = this.occupants(machineID);
+    const displaced = [...this.rules.replaced(unit)]
+      .filter((name) => here.has(name) && this.placed.has(name))
       .sort(compare);
     // Admit the unit before evicting, so the global units recomputed on eviction already see it.
     this.placed.set(unit.name, { machineID });
-    here.set(unit.name, unit);
+    this.admit(machineID, unit);
     this.queue.delete(unit.name);
     this.scheduledThisPass.add(unit.name);
     for (const name of displaced) {
@@ -285,7 +386,7 @@ class Pass {
 
   private unschedule(name: string, machineID: string, reason: string, why?: string): void {
     this.placed.delete(name);
-    this.view.get(machineID)?.delete(name);
+    this.evict(machineID, name);
     this.refreshGlobals(machineID);
     this.actions.push({ kind: "unschedule", unit: name, machineID, reason });
     if (why) this.moved.set(name, { from: machineID, why });
@@ -296,9 +397,36 @@ class Pass {
   private refreshGlobals(machineID: string): void {
     const machine = this.machines.get(machineID);
     const here = this.view.get(machineID);
-    if (!machine || !here) return;
-    for (const [name, unit] of here) if (unit.requirements.global) here.delete(name);
-    for (const g of globalUnitsFor(machine, this.input.units, { schedule: this.placed })) here.set(g.name, g);
+    if (!machine || !here || this.globals.length === 0) return;
+    const placed: SchedUnit[] = [];
+    for (const [name, unit] of here) {
+      if (unit.requirements.global) this.evict(machineID, name);
+      else placed.push(this.unit(name));
+    }
+    for (const g of admitGlobals(machine, placed, this.globals, this.rules)) this.admit(machineID, g);
+  }
+
+  private occupants(machineID: string): Map<string, UnitRef> {
+    return occupants(this.view, machineID);
+  }
+
+  private admit(machineID: string, unit: UnitRef): void {
+    this.occupants(machineID).set(unit.name, unit);
+    const on = this.hosts.get(unit.name);
+    if (on) on.add(machineID);
+    else this.hosts.set(unit.name, new Set([machineID]));
+    this.changed(machineID);
+  }
+
+  private evict(machineID: string, name: string): void {
+    if (!this.view.get(machineID)?.delete(name)) return;
+    this.hosts.get(name)?.delete(machineID);
+    this.changed(machineID);
+  }
+
+  private changed(machineID: string): void {
+    this.dirty.add(machineID);
+    if (this.machines.has(machineID)) this.loads.touch(machineID);
   }
 
   private scheduleReason(unit: SchedUnit, eligible: number): string {
@@ -315,19 +443,29 @@ class Pass {
     return eligible === 1 ? "only eligible machine" : `least loaded of ${eligible} eligible machines`;
   }
 
-  /** Explains the furthest any machine got through the checks. */
-  private pendingReason(unit: SchedUnit, verdicts: Verdict[]): string {
+  /**
+   * Explains the furthest any machine got through the checks. Machines failing MachineID or
+   * MachineMetadata get no further, so only those passing both are evaluated in full.
+   */
+  private pendingReason(unit: SchedUnit): string {
+    if (this.machineList.length === 0) return "no machines";
     const req = unit.requirements;
+    const pinned =
+      req.machineID === undefined
+        ? this.machineList
+        : this.machineList.filter((m) => matchesMachineID(m, req.machineID as string));
+    if (pinned.length === 0) return `machine ${req.machineID} is not in the cluster`;
+    const have = this.withMetadata(req.metadata);
+    const verdicts = pinned.filter((m) => have.has(m)).map((m) => this.evaluate(unit, m));
+    if (verdicts.length === 0) {
+      return req.machineID !== undefined
+        ? `machine ${req.machineID} ${this.evaluate(unit, pinned[0] as Machine).reason}`
+        : `no machine has metadata ${formatMetadata(req.metadata)}`;
+    }
     const furthest = Math.max(...verdicts.map((v) => v.stage));
     switch (furthest) {
-      case STAGE.machineID:
-        return `machine ${req.machineID} is not in the cluster`;
-      case STAGE.metadata:
-        return req.machineID !== undefined
-          ? `machine ${req.machineID} ${verdicts.find((v) => v.stage === STAGE.metadata)?.reason}`
-          : `no machine has metadata ${formatMetadata(req.metadata)}`;
       case STAGE.machineOf:
-        return this.peerReason(unit, verdicts);
+        return this.peerReason(unit);
       case STAGE.excluded:
         return `failed on ${[...(this.migrations.get(unit.name)?.exclude ?? [])].map(shortID).join(", ")}; no other machine is eligible`;
       default: {
@@ -344,13 +482,13 @@ class Pass {
     }
   }
 
-  private peerReason(unit: SchedUnit, verdicts: Verdict[]): string {
+  private peerReason(unit: SchedUnit): string {
     const cycle = this.machineOfCycle(unit.name);
     if (cycle) return `MachineOf cycle ${cycle.join(" → ")} can never be scheduled`;
     const peers = unit.requirements.machineOf;
     let common: string[] | undefined;
     for (const peer of peers) {
-      const hosts = [...this.view].filter(([, here]) => here.has(peer)).map(([id]) => id);
+      const hosts = [...(this.hosts.get(peer) ?? [])];
       if (hosts.length === 0) {
         const p = this.units.get(peer);
         if (!p) return `peer ${peer} does not exist`;
@@ -363,8 +501,8 @@ class Pass {
     const host = common?.sort(compare)[0];
     if (host === undefined) return `peers ${peers.join(", ")} are on different machines`;
     const at = `${peers.length > 1 ? "peers" : "peer"} ${peers.join(", ")} ${peers.length > 1 ? "are" : "is"} on ${shortID(host)}`;
-    const verdict = verdicts.find((v) => v.machine.id === host);
-    return verdict ? `${at}: ${verdict.reason}` : `${at}, which is not in the cluster`;
+    const machine = this.machines.get(host);
+    return machine ? `${at}: ${this.evaluate(unit, machine).reason}` : `${at}, which is not in the cluster`;
   }
 
   /** The MachineOf chain from `name` back to itself, if there is one: such units can never be placed. */

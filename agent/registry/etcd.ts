@@ -7,6 +7,8 @@ import type { DesiredState, FailureRecord, Machine, Placement, UnitRecord, UnitS
 import { Keys } from "./keys.js";
 import {
   type ClusterSnapshot,
+  ENGINE_TXN_MAX_WRITES,
+  type EngineWrite,
   type PendingReason,
   type Registry,
   RegistryUnavailableError,
@@ -86,46 +88,37 @@ export class EtcdRegistry implements Registry {
     await this.call(() => this.client.delete().key(key).exec());
   }
 
-  schedule(name: string, placement: Placement, leader: string): Promise<boolean> {
-    return this.asLeader(leader, this.client.put(this.keys.schedule(name)).value(JSON.stringify(placement)));
-  }
-
-  async unschedule(name: string, fromMachineID: string, leader: string): Promise<boolean> {
-    const key = this.keys.schedule(name);
-    const current = await this.call(() => this.client.get(key).string());
-    if (current === null) return false;
-    if ((JSON.parse(current) as Placement).machineID !== fromMachineID) return false;
-    return this.asLeader(leader, this.client.delete().key(key), { key, value: current });
-  }
-
-  setPending(name: string, reason: PendingReason | undefined, leader: string): Promise<boolean> {
-    const key = this.keys.pending(name);
-    return this.asLeader(
-      leader,
-      reason === undefined
-        ? this.client.delete().key(key)
-        : this.client.put(key).value(JSON.stringify(reason)),
-    );
-  }
-
-  setFailures(name: string, record: FailureRecord | undefined, leader: string): Promise<boolean> {
-    const key = this.keys.failures(name);
-    return this.asLeader(
-      leader,
-      record === undefined
-        ? this.client.delete().key(key)
-        : this.client.put(key).value(JSON.stringify(record)),
-    );
-  }
-
-  private async asLeader(
-    leader: string,
-    op: Parameters<ReturnType<Etcd3["if"]>["then"]>[0],
-    alsoEqual?: { key: string; value: string },
-  ): Promise<boolean> {
+  async writeAsLeader(writes: readonly EngineWrite[], leader: string): Promise<boolean> {
+    if (writes.length > ENGINE_TXN_MAX_WRITES)
+      throw new Error(`engine: ${writes.length} writes in one transaction, over ${ENGINE_TXN_MAX_WRITES}`);
     let txn = this.client.if(this.keys.engineLeader(), "Value", "==", leader);
-    if (alsoEqual) txn = txn.and(alsoEqual.key, "Value", "==", alsoEqual.value);
-    const res = await this.call(() => txn.then(op).commit());
+    const ops: Parameters<typeof txn.then> = [];
+    const putOrDelete = (key: string, value: unknown) =>
+      value === undefined ? this.client.delete().key(key) : this.client.put(key).value(JSON.stringify(value));
+    for (const w of writes) {
+      switch (w.kind) {
+        case "schedule":
+          ops.push(putOrDelete(this.keys.schedule(w.unit), w.placement));
+          break;
+        case "unschedule": {
+          const key = this.keys.schedule(w.unit);
+          // A deleted key has mod revision 0, so deleting what is already gone passes the guard.
+          txn =
+            "placement" in w.expect
+              ? txn.and(key, "Value", "==", JSON.stringify(w.expect.placement))
+              : txn.and(key, "Mod", "<", w.expect.unchangedSince + 1);
+          ops.push(this.client.delete().key(key));
+          break;
+        }
+        case "pending":
+          ops.push(putOrDelete(this.keys.pending(w.unit), w.reason));
+          break;
+        case "failures":
+          ops.push(putOrDelete(this.keys.failures(w.unit), w.record));
+          break;
+      }
+    }
+    const res = await this.call(() => txn.then(...ops).commit());
     return res.succeeded;
   }
 

@@ -49,9 +49,30 @@ export interface Registry {
   /** Removes a key this machine published under its lease (a withdrawn service record). */
   deleteKey(key: string): Promise<void>;
 
-  /** Engine writes: each is a transaction guarded by the leader key, so a deposed engine cannot write. */
-  schedule(name: string, placement: Placement, leaderMachineID: string): Promise<boolean>;
-  unschedule(name: string, fromMachineID: string, leaderMachineID: string): Promise<boolean>;
-  setPending(name: string, reason: PendingReason | undefined, leaderMachineID: string): Promise<boolean>;
-  setFailures(name: string, record: FailureRecord | undefined, leaderMachineID: string): Promise<boolean>;
+  /**
+   * The engine's writes, all or none in one transaction guarded by the leader key (a deposed
+   * engine cannot write) and by each unschedule's own guard. False when a guard refused it.
+   * At most ENGINE_TXN_MAX_WRITES writes, each to a different key.
+   */
+  writeAsLeader(writes: readonly EngineWrite[], leaderMachineID: string): Promise<boolean>;
 }
+
+/**
+ * Writes per engine transaction. etcd refuses a transaction of more than 128 operations or
+ * comparisons (`--max-txn-ops`); each write is one operation and at most one comparison, plus
+ * the leader key's.
+ */
+export const ENGINE_TXN_MAX_WRITES = 100;
+
+/** One engine write. Only the engine puts schedule/, pending/ and failures/ (destroyUnit deletes them). */
+export type EngineWrite =
+  | { kind: "schedule"; unit: string; placement: Placement }
+  /**
+   * Deletes a placement only if it is still the one the engine decided on: unchanged since the
+   * revision the decision was read at, or exactly the placement this pass wrote earlier.
+   */
+  | { kind: "unschedule"; unit: string; expect: { unchangedSince: number } | { placement: Placement } }
+  /** Sets (reason given) or deletes why the unit could not be placed. */
+  | { kind: "pending"; unit: string; reason: PendingReason | undefined }
+  /** Sets (record given) or deletes the unit's failure record. */
+  | { kind: "failures"; unit: string; record: FailureRecord | undefined };
