@@ -15,6 +15,7 @@ import { downloadRelease, type Progress, unpacked } from "./download.js";
 import { UpdateError } from "./errors.js";
 import { listEntries, removeSlotEntries, writeEspSlot } from "./esp.js";
 import { fetchBounded, MANIFEST_DEADLINE_MS, MANIFEST_MAX_BYTES } from "./fetch.js";
+import { applyKernelArguments, readKernelArguments } from "./kargs.js";
 import {
   channelOfURL,
   type Manifest,
@@ -448,10 +449,26 @@ export class Updater {
       installedAt: this.now().toISOString(),
     };
     await writeState(cfg.stateDir, { ...boot.state, pending, outcome: undefined });
-    const entry = await writeEspSlot(cfg.espDir, target, manifest, {
-      vmlinuz: { content: unpacked(files.vmlinuz), ...manifest.files.vmlinuz },
-      initrd: { content: unpacked(files.initrd), ...manifest.files.initrd },
+    // Provisioned kernel arguments (Ignition) apply to every slot entry, not only the first ones.
+    const kernelArguments = await readKernelArguments().catch((err: unknown) => {
+      throw new UpdateError(
+        "kernel-arguments",
+        `cannot apply the provisioned kernel arguments: ${String(err)}`,
+      );
     });
+    const cmdline = {
+      ...manifest.cmdline,
+      [target]: applyKernelArguments(manifest.cmdline[target], kernelArguments),
+    };
+    const entry = await writeEspSlot(
+      cfg.espDir,
+      target,
+      { version: manifest.version, cmdline },
+      {
+        vmlinuz: { content: unpacked(files.vmlinuz), ...manifest.files.vmlinuz },
+        initrd: { content: unpacked(files.initrd), ...manifest.files.initrd },
+      },
+    );
     // The slot is complete; ROOT is small, and a rollback never reinstalls the same version.
     await rm(dir, { recursive: true, force: true });
     log.info(

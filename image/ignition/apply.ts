@@ -23,9 +23,10 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { basename, dirname, join, posix } from "node:path";
+import { applyKernelArguments } from "../../agent/update/kargs.js";
 import { parseEntryName } from "../../agent/update/slots.js";
 import { type AccountFiles, applyAccounts, checkAccounts } from "./accounts.js";
-import { applyKernelArguments, type Plan, type Problem } from "./config.js";
+import type { Plan, Problem } from "./config.js";
 import {
   checkUnits,
   checkWrites,

@@ -3,6 +3,7 @@
 // written to the machine.
 
 import { gunzipSync } from "node:zlib";
+import { KERNEL_ARG, type KernelArguments } from "../../agent/update/kargs.js";
 
 /** Size limits, so a config cannot exhaust a small machine's memory before it is even checked. */
 export interface Limits {
@@ -41,10 +42,6 @@ export interface PlanLink {
   target: string;
   hard: boolean;
   overwrite: boolean;
-}
-export interface KernelArguments {
-  shouldExist: string[];
-  shouldNotExist: string[];
 }
 export interface PlanFile {
   path: string;
@@ -242,20 +239,6 @@ export function gunzipCapped(data: Buffer, maxBytes: number): Buffer {
     if ((err as Error).message === "incorrect header check") throw new Error("is not gzip data");
     throw err;
   }
-}
-
-/** One kernel argument as the boot loader entry's `options` holds it: no whitespace or quotes. */
-const KERNEL_ARG = /^[^\s"']+$/;
-
-/**
- * A command line with `shouldExist` arguments appended when absent and every `shouldNotExist`
- * argument removed, as upstream Ignition applies kernelArguments. Arguments compare as whole words.
- */
-export function applyKernelArguments(cmdline: string, args: KernelArguments): string {
-  const words = cmdline.trim().split(/\s+/).filter(Boolean);
-  const kept = words.filter((w) => !args.shouldNotExist.includes(w));
-  for (const a of args.shouldExist) if (!kept.includes(a)) kept.push(a);
-  return kept.join(" ");
 }
 
 /** Parses and validates a config; `plan` is set only when there are no problems. */

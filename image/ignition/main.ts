@@ -14,8 +14,9 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { applyKernelArguments } from "../../agent/update/kargs.js";
 import { ApplyError, applyPlan } from "./apply.js";
-import { applyKernelArguments, DEFAULT_LIMITS, formatProblems, type Limits, parseConfig } from "./config.js";
+import { DEFAULT_LIMITS, formatProblems, type Limits, parseConfig } from "./config.js";
 import { MARKER } from "./writes.js";
 
 const FW_CFG = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.flotilla/config.ign/raw";

@@ -1,6 +1,7 @@
 // Everything a plan will write, as one list, and the checks of that list against what the target
 // system holds (gathered by the adapter in apply.ts). Pure: every problem is found before any write.
 
+import { KERNEL_ARGUMENTS_RECORD } from "../../agent/update/kargs.js";
 import type { UserOutcome } from "./accounts.js";
 import type { Plan, Problem } from "./config.js";
 
@@ -35,8 +36,6 @@ export interface PathFact {
 
 export const UNIT_DIR = "/etc/systemd/system";
 export const MARKER = "/var/lib/flotilla/provisioned";
-/** The applied kernelArguments, kept for slot entries written later (see docs/ignition.md). */
-export const KERNEL_ARGUMENTS_RECORD = "/etc/flotilla/kernel-arguments.json";
 
 const OWNER_ONLY_DIR = 0o700;
 

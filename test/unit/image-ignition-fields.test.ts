@@ -2,13 +2,8 @@
 
 import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import {
-  applyKernelArguments,
-  DEFAULT_LIMITS,
-  formatProblems,
-  gunzipCapped,
-  parseConfig,
-} from "../../image/ignition/config.js";
+import { applyKernelArguments } from "../../agent/update/kargs.js";
+import { DEFAULT_LIMITS, formatProblems, gunzipCapped, parseConfig } from "../../image/ignition/config.js";
 
 const cfg = (extra: Record<string, unknown>) => JSON.stringify({ ignition: { version: "3.4.0" }, ...extra });
 const problemsOf = (text: string, limits = DEFAULT_LIMITS) =>
