@@ -12,7 +12,7 @@ import { createEtcdClient } from "../../agent/registry/client.js";
 import { Keys } from "../../agent/registry/keys.js";
 import type { Cluster, Machine } from "../harness/index.js";
 
-const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.js");
+const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.cjs");
 
 export interface RunResult {
   code: number;
@@ -20,7 +20,7 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs dist/fleetctl.js against `endpoint` from `cwd`. */
+/** Runs dist/fleetctl.cjs against `endpoint` from `cwd`. */
 export function fleetctl(endpoint: string, args: string[], cwd = process.cwd()): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(
