@@ -21,6 +21,7 @@ import { feedServiceCache, ServiceCache } from "./discovery/cache.js";
 import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
 import { createLogger, type Logger } from "./log.js";
+import { agentMetrics, timePass } from "./metrics.js";
 import type { Machine } from "./model.js";
 import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
@@ -106,6 +107,12 @@ async function main(args: string[]): Promise<void> {
     pageSize: cfg.tokenLimit,
     services,
     updates,
+    metrics: agentMetrics({
+      registry,
+      machineID,
+      currentLeader: async () => (await client.get(keys.engineLeader()).string()) ?? undefined,
+      updates: updates.store,
+    }),
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined });
   const dnsServers: DnsServer[] = [];
@@ -226,7 +233,7 @@ function startLoops(
   updates: { checkRequested(target: string): void; rebootGroupChanged(key: string): void },
 ): { stop(): void } {
   const timers: NodeJS.Timeout[] = [];
-  const enginePass = coalesced(() => engine?.pass() ?? Promise.resolve());
+  const enginePass = coalesced(() => timePass("engine", engine?.pass() ?? Promise.resolve()));
   const runEngine = () => void enginePass();
   const debounce = (fn: () => void, ms: number) => {
     let t: NodeJS.Timeout | undefined;

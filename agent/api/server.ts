@@ -75,6 +75,8 @@ export interface ApiDeps {
   services?: ServiceSource;
   /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
   updates?: { lock: RebootLock; store: UpdateStore };
+  /** GET /metrics in Prometheus' text format (agent/metrics.ts); absent: 404 as any unknown path. */
+  metrics?: { contentType: string; scrape(): Promise<string> };
 }
 
 export interface ListenOptions {
@@ -109,9 +111,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   const { registry, log } = deps;
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
-    if (!deps.isReady()) throw new ApiError(503, ETCD_UNAVAILABLE);
+    // Metrics answer before the agent is ready too: the process metrics say why it is not.
+    if (!deps.isReady() && path !== "/metrics") throw new ApiError(503, ETCD_UNAVAILABLE);
     const route = resolveRoute(req.method ?? "", path);
     switch (route.kind) {
+      case "metrics":
+        return sendMetrics(res);
       case "listUnits": {
         const token = pageTokenFromQuery(query.getAll("nextPageToken"), pageSize);
         const snap = await registry.snapshot();
@@ -246,6 +251,16 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         return sendEmpty(res, 204);
       }
     }
+  }
+
+  async function sendMetrics(res: ServerResponse) {
+    if (!deps.metrics) throw new ApiError(404, "metrics are not served by this agent");
+    const text = await deps.metrics.scrape();
+    res.writeHead(200, {
+      "Content-Type": deps.metrics.contentType,
+      "Content-Length": Buffer.byteLength(text),
+    });
+    res.end(text);
   }
 
   function updatesOrFail(): NonNullable<ApiDeps["updates"]> {

@@ -3,6 +3,7 @@
 
 import type { LeaderElection } from "../cluster/leader.js";
 import type { Logger } from "../log.js";
+import { countEngineAction } from "../metrics.js";
 import type { ClusterSnapshot, Registry } from "../registry/registry.js";
 import { parseRequirements } from "../unit/index.js";
 import { decide, type EngineAction, type SchedUnit } from "./scheduler.js";
@@ -108,6 +109,7 @@ export class Engine {
             this.log.warn({ unit: a.unit, reason: a.record.gaveUp }, "stopped moving unit");
           break;
       }
+      if (ok) countEngineAction(a.kind);
       if (!ok) {
         // Lost the leadership (or the placement changed) mid-pass: stop; the next pass re-reads.
         this.log.info({ action: a.kind, unit: a.unit }, "engine write refused; re-reading next pass");
