@@ -49,7 +49,7 @@ await build({
   },
 });
 // fleetctl is started once per call, so its start-up is what users feel: CommonJS loads without
-// Node's ESM loader (half of fleetctl's start-up cost on Node 22, see docs/fleetctl.md).
+// Node's ESM loader (half of fleetctl's start-up cost on Node 22; fleetctl/README.md, "Start-up").
 await build({
   entryPoints: ["fleetctl/main.ts"],
   outfile: "dist/fleetctl.cjs",
