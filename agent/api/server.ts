@@ -254,7 +254,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   }
 
   async function sendMetrics(res: ServerResponse) {
-    if (!deps.metrics) throw new ApiError(404, "metrics are not served by this agent");
+    // As any unknown path: an API server without metrics (tests, tools) has no such resource.
+    if (!deps.metrics) throw new ApiError(404, "no such resource");
     const text = await deps.metrics.scrape();
     res.writeHead(200, {
       "Content-Type": deps.metrics.contentType,
