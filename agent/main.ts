@@ -33,6 +33,7 @@ import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
 import { applyContainerFence } from "./fence/apply.js";
 import { createLogger, type Logger } from "./log.js";
+import { agentMetrics, timePass } from "./metrics.js";
 import type { Machine } from "./model.js";
 import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
@@ -131,6 +132,12 @@ async function main(args: string[]): Promise<void> {
     isHostUnit: hostUnitCheck(cfg.unitDir),
     limits: cfg.limits.api,
     tls,
+    metrics: agentMetrics({
+      registry,
+      machineID,
+      currentLeader: async () => (await client.get(keys.engineLeader()).string()) ?? undefined,
+      updates: updates.store,
+    }),
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });
   const dnsServers: DnsServer[] = [];
@@ -265,7 +272,7 @@ function startLoops(
   updates: { checkRequested(target: string): void; rebootGroupChanged(key: string): void },
 ): { stop(): void } {
   const timers: NodeJS.Timeout[] = [];
-  const enginePass = coalesced(() => engine?.pass() ?? Promise.resolve());
+  const enginePass = coalesced(() => timePass("engine", engine?.pass() ?? Promise.resolve()));
   const runEngine = () => void enginePass();
   const debounce = (fn: () => void, ms: number) => {
     let t: NodeJS.Timeout | undefined;

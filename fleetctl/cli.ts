@@ -4,7 +4,7 @@
 // unknown commands and flag errors.
 
 import { readFileSync } from "node:fs";
-import yargs from "yargs";
+import parseFlags from "yargs-parser";
 import { type ClientOptions, type ClientTls, type FleetApi, HttpFleetApi } from "./client.js";
 import { API_COMMANDS, type Flags } from "./commands.js";
 import { type CommandContext, lineWriter, machineCache, type Writer } from "./context.js";
@@ -153,13 +153,26 @@ function help(args: string[], io: FleetctlIO, err: (line: string) => void): numb
 }
 
 /**
- * Parses flags with yargs, configured like pflag: no `--no-x` negation, no camelCase copies,
- * last value wins, positionals stay strings. Unknown flags are errors, as in cobra.
+ * Parses flags with yargs' own parser, configured like pflag: no `--no-x` negation, no camelCase
+ * copies, last value wins, positionals stay strings. Unknown flags are errors, as in cobra. The
+ * parser alone, not yargs with its help and i18n layers, keeps fleetctl's start-up short.
  */
 function parseArgs(args: string[], local: FlagSpec[]): Parsed | { error: string } {
   const specs = [...GLOBAL_FLAGS, ...local];
-  let parser = yargs(args)
-    .parserConfiguration({
+  const byName = new Map<string, FlagSpec>();
+  const boolean: string[] = [];
+  const string: string[] = [];
+  const alias: Record<string, string[]> = {};
+  for (const spec of specs) {
+    (spec.type === "bool" ? boolean : string).push(spec.name);
+    if (spec.aliases) alias[spec.name] = [...spec.aliases];
+    byName.set(spec.name, spec);
+  }
+  const raw = parseFlags(args, {
+    boolean,
+    string,
+    alias,
+    configuration: {
       "boolean-negation": false,
       "camel-case-expansion": false,
       "dot-notation": false,
@@ -167,20 +180,8 @@ function parseArgs(args: string[], local: FlagSpec[]): Parsed | { error: string 
       "parse-numbers": false,
       "parse-positional-numbers": false,
       "strip-aliased": true,
-    })
-    .help(false)
-    .version(false)
-    .exitProcess(false)
-    .strict(false);
-  const byName = new Map<string, FlagSpec>();
-  for (const spec of specs) {
-    parser = parser.option(spec.name, {
-      type: spec.type === "bool" ? "boolean" : "string",
-      alias: spec.aliases,
-    });
-    byName.set(spec.name, spec);
-  }
-  const raw = parser.parseSync() as Record<string, unknown> & { _: (string | number)[] };
+    },
+  });
   const given: Record<string, FlagValue> = {};
   for (const [key, value] of Object.entries(raw)) {
     if (key === "_" || key === "$0") continue;

@@ -55,7 +55,7 @@ async function findUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[
 }
 
 /**
- * The registry units named by the arguments of stop/unload/destroy/restart, or the exit code when
+ * The registry units named by the arguments of stop/unload/destroy, or the exit code when
  * there is nothing to do: fleet exits 0 for no arguments and for units that do not exist.
  */
 async function existingUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[] | number> {
@@ -228,10 +228,33 @@ const destroy: Command = async (ctx, args, flags) => {
   return exit;
 };
 
+/**
+ * fleet v1.0's restart: units missing from the registry are submitted first, as start does, so
+ * one with no unit file is an error (`Error creating units: …`, exit 1) rather than fleet's
+ * stop/unload/destroy's "Units not found in registry" and exit 0. A unit submitted here is
+ * inactive and is not restarted.
+ */
 const restart: Command = async (ctx, args, flags) => {
-  const found = await existingUnits(ctx, args);
-  if (typeof found === "number") return found;
-  const units = found;
+  if (args.length === 0) {
+    ctx.err("No units given");
+    return 0;
+  }
+  let units: WireUnit[];
+  try {
+    units = await findUnits(ctx, args);
+  } catch (err) {
+    ctx.err(errorText(err));
+    return 1;
+  }
+  const createError = await lazyCreateUnits(ctx, args, {
+    command: "restart",
+    replace: false,
+    budget: budget(flags),
+  });
+  if (createError !== undefined) {
+    ctx.err(`Error creating units: ${createError}`);
+    return 1;
+  }
   const step = async (name: string, state: CurrentState): Promise<boolean> => {
     try {
       await ctx.api.setUnitTargetState(name, state);

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Bundle entry point (dist/fleetctl.js). Bundle as ESM: yargs 18 is ESM-only and uses import.meta.
+// Bundle entry point (dist/fleetctl.cjs). The bundle is CommonJS, which starts faster than ESM,
+// so there is no top-level await here.
 import { runFleetctl } from "./cli.js";
 
 // `fleetctl list-units | head -1` closes stdout early; that is not an error worth a stack trace.
@@ -8,9 +9,11 @@ process.stdout.on("error", (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-process.exitCode = await runFleetctl(process.argv.slice(2), {
+runFleetctl(process.argv.slice(2), {
   stdout: process.stdout,
   stderr: process.stderr,
   env: process.env,
   cwd: process.cwd(),
+}).then((code) => {
+  process.exitCode = code;
 });

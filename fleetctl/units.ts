@@ -18,13 +18,15 @@ import type { CommandContext } from "./context.js";
 import { machineFullLegend } from "./format.js";
 import { type WaitBudget, waitForUnitState } from "./wait.js";
 
-export type CreatingCommand = "submit" | "load" | "start";
+export type CreatingCommand = "submit" | "load" | "start" | "restart";
 
 /** Desired states in which --replace may replace a unit, per command (fleet-compat.md §1.2). */
 const REPLACE_ALLOWED: Record<CreatingCommand, readonly DesiredState[]> = {
   submit: ["inactive"],
   load: ["inactive", "loaded"],
   start: ["inactive", "loaded", "launched"],
+  // restart has no --replace.
+  restart: [],
 };
 
 export interface CreateOptions {

@@ -15,7 +15,8 @@ export type Route =
         | "health"
         | "listServices"
         | "getUpdates"
-        | "checkUpdates";
+        | "checkUpdates"
+        | "metrics";
     }
   | { kind: "getUnit" | "putUnit" | "deleteUnit" | "getState" | "unitStatus" | "unitJournal"; name: string }
   | { kind: "putUpdateGroup"; group: string }
@@ -52,6 +53,8 @@ export function splitTarget(target: string): { path: string; query: URLSearchPar
 
 /** The route for `method` on `path` (percent-encoded, as received). Throws 400/404/405. */
 export function resolveRoute(method: string, path: string): Route {
+  // Prometheus' conventional scrape path (docs/metrics.md).
+  if (path === "/metrics") return only(method, ["GET"], { kind: "metrics" });
   if (path === "/") throw methodNotAllowed(`no method is supported on /; the API is under ${API_PREFIX}`, []);
   for (const prefix of FLEET_PREFIXES) {
     if (path === prefix) throw methodNotAllowed(`no method is supported on ${prefix} itself`, []);

@@ -101,6 +101,8 @@ export interface ApiDeps {
   limits?: ApiLimits;
   /** This machine's certificate, key and the cluster CA, for proxying to other agents (https). */
   tls?: TlsMaterial;
+  /** GET /metrics in Prometheus' text format (agent/metrics.ts); absent: 404 as any unknown path. */
+  metrics?: { contentType: string; scrape(): Promise<string> };
 }
 
 /** PEM contents: the cluster CA and this machine's certificate and key. */
@@ -148,9 +150,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
   const follows = concurrencyLimit(limits.journalFollows);
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string, query: URLSearchParams) {
-    if (!deps.isReady()) throw new ApiError(503, ETCD_UNAVAILABLE);
+    // Metrics answer before the agent is ready too: the process metrics say why it is not.
+    if (!deps.isReady() && path !== "/metrics") throw new ApiError(503, ETCD_UNAVAILABLE);
     const route = resolveRoute(req.method ?? "", path);
     switch (route.kind) {
+      case "metrics":
+        return sendMetrics(res);
       case "listUnits": {
         const token = pageTokenFromQuery(query.getAll("nextPageToken"), pageSize);
         const snap = await registry.snapshot();
@@ -297,6 +302,17 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         return sendEmpty(res, 204);
       }
     }
+  }
+
+  async function sendMetrics(res: ServerResponse) {
+    // As any unknown path: an API server without metrics (tests, tools) has no such resource.
+    if (!deps.metrics) throw new ApiError(404, "no such resource");
+    const text = await deps.metrics.scrape();
+    res.writeHead(200, {
+      "Content-Type": deps.metrics.contentType,
+      "Content-Length": Buffer.byteLength(text),
+    });
+    res.end(text);
   }
 
   function updatesOrFail(): NonNullable<ApiDeps["updates"]> {

@@ -5,6 +5,7 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import type { Logger } from "../log.js";
+import { observeDnsReply } from "../metrics.js";
 import { type RefusalLog, refusalLog } from "../refusals.js";
 import { DEFAULT_TTL, respond, type ZoneData } from "./dns.js";
 
@@ -58,7 +59,7 @@ async function bind(opts: DnsServerOptions): Promise<DnsServer> {
   const answer = (query: Buffer, transport: "udp" | "tcp"): Buffer | undefined => {
     queries = (queries + 1) % 0x7fffffff;
     try {
-      return respond(query, zone, { transport, ttl, rotate: queries });
+      return observeDnsReply(respond(query, zone, { transport, ttl, rotate: queries }));
     } catch (err) {
       // respond() does not throw on bad input; this guards the server against a bug in it.
       log.error({ err: String(err) }, "DNS answer failed");

@@ -4,6 +4,7 @@
 
 import type { Election } from "../cluster/leader.js";
 import type { Logger } from "../log.js";
+import { countEngineAction } from "../metrics.js";
 import type { Placement, Requirements } from "../model.js";
 import {
   type ClusterSnapshot,
@@ -130,6 +131,7 @@ export class Engine {
         const w = writes[i];
         if (w?.kind === "schedule") written.set(w.unit, w.placement);
         this.logAction(a);
+        countEngineAction(a.kind);
       }
     }
   }

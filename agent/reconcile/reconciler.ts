@@ -9,6 +9,7 @@ import { servicesToPublish } from "../discovery/publish.js";
 import { encodeServiceRecord } from "../discovery/record.js";
 import { globalUnitsFor } from "../engine/eligibility.js";
 import type { Logger } from "../log.js";
+import { timePass } from "../metrics.js";
 import type { UnitRecord, UnitState } from "../model.js";
 import type { Keys } from "../registry/keys.js";
 import type { ClusterSnapshot, Registry } from "../registry/registry.js";
@@ -41,7 +42,7 @@ export class Reconciler {
   /** Service records published, by etcd key. */
   private readonly services = new Map<string, string>();
   private lastTrigger = "";
-  private readonly passes = coalesced(() => this.pass(this.lastTrigger));
+  private readonly passes = coalesced(() => timePass("reconcile", this.pass(this.lastTrigger)));
   /** Publishing runs one at a time, so an older read of systemd never overwrites a newer one. */
   readonly publishStates = coalesced(() => this.publishOnce());
 

@@ -1,8 +1,9 @@
 // The etcd client as the agent uses it: every unary call has a deadline, so an unreachable etcd
 // fails fast instead of hanging a reconcile pass, and watches reconnect within seconds.
 
-import { ExponentialBackoff, type IBackoff, noop } from "cockatiel";
+import { ExponentialBackoff, type IBackoff } from "cockatiel";
 import { Etcd3 } from "etcd3";
+import { etcdCallPolicy } from "../metrics.js";
 
 export const ETCD_CALL_TIMEOUT_MS = 2000;
 
@@ -28,7 +29,7 @@ export function createEtcdClient(endpoints: string[], security: EtcdSecurity = {
     faultHandling: {
       // No per-host circuit breaker: with it, etcd answering again is ignored for up to 5 s after
       // an outage, and the per-call deadline already bounds how long a dead etcd can hold us up.
-      host: () => noop,
+      host: () => etcdCallPolicy(),
       // etcd3's typings ask for a backoff instance, but its own default is this factory.
       watchBackoff: new ExponentialBackoff({
         initialDelay: 200,

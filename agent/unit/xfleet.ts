@@ -4,7 +4,7 @@
 import type { Requirements, UnitOption } from "../model.js";
 import { globMatcher, isValidGlob } from "./glob.js";
 import { goQuote, isGoSpace } from "./go.js";
-import { unitNameParts, validateUnitName } from "./names.js";
+import { isTemplate, unitNameParts, validateUnitName } from "./names.js";
 
 const SECTION = "X-Fleet";
 
@@ -58,12 +58,21 @@ interface Entry {
  * Metadata that is not `key=value` is kept under the empty key, which no machine has: the unit
  * then fits nowhere (fleet would ignore the pair and let it run anywhere), and
  * validateRequirements reports it.
+ *
+ * A template's values that depend on its instance (`MachineMetadata=hostname=%i`) are not known
+ * until it is instantiated: they are left out of the template's requirements, and each instance,
+ * which carries the template's options under its own name, has them checked and applied. A
+ * template is never scheduled itself, so nothing is lost.
  */
 export function parseRequirements(
   name: string,
   options: UnitOption[],
 ): { requirements: Requirements; warnings: string[] } {
   const parts = unitNameParts(name);
+  // A NUL is in no unit name, so a token that expands differently with it names the instance.
+  const anyInstance = { ...parts, instance: "\0" };
+  const decidedPerInstance = (token: string) =>
+    isTemplate(name) && expandSpecifiers(token, anyInstance) !== expandSpecifiers(token, parts);
   const warnings: string[] = [];
   const entries = new Map<Field, Entry[]>();
   const reported = new Set<string>();
@@ -99,7 +108,12 @@ export function parseRequirements(
     if (SINGLE_VALUED.has(field) && tokens.length > 1) {
       warnings.push(`[X-Fleet] ${option.name} takes one value, got ${goQuote(option.value)}`);
     }
-    const entry = { option: option.name, tokens: tokens.map((token) => expandSpecifiers(token, parts)) };
+    const entry = {
+      option: option.name,
+      tokens: tokens
+        .filter((token) => !decidedPerInstance(token))
+        .map((token) => expandSpecifiers(token, parts)),
+    };
     const fieldEntries = entries.get(field);
     if (fieldEntries) fieldEntries.push(entry);
     else entries.set(field, [entry]);

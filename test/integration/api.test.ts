@@ -32,7 +32,7 @@ const SERVER = `fleetd/${VERSION} (flotilla)`;
 const HELLO = [{ section: "Service", name: "ExecStart", value: "/bin/sleep 1000" }];
 
 type Answer = HttpAnswer;
-const FLEETCTL_BUNDLE = path.join(import.meta.dirname, "../../dist/fleetctl.js");
+const FLEETCTL_BUNDLE = path.join(import.meta.dirname, "../../dist/fleetctl.cjs");
 
 /** A fake systemctl/journalctl that records what it was asked. */
 class FakeCommands implements UnitCommands {

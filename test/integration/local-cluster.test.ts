@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCluster, startLocalCluster } from "../../scripts/lib/local-cluster.js";
 import { type RunResult, unitDir, waitFor } from "./support.js";
 
-const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.js");
+const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.cjs");
 const UNIT = `[Unit]
 Description=TLS end to end
 
@@ -28,7 +28,7 @@ let dir: string;
 /** The FLEETCTL_* variables as `source fleetctl.env` sets them. */
 let sourced: Record<string, string>;
 
-/** dist/fleetctl.js with only the sourced environment: no flags name the endpoint or the certificates. */
+/** dist/fleetctl.cjs with only the sourced environment: no flags name the endpoint or the certificates. */
 function fc(...args: string[]): Promise<RunResult> {
   return new Promise((resolve) => {
     execFile(

@@ -14,7 +14,7 @@ import type { Machine } from "../harness/index.js";
 import { waitFor } from "./support.js";
 
 const ROOT = join(import.meta.dirname, "../..");
-const FLEETCTL = join(ROOT, "dist/fleetctl.js");
+const FLEETCTL = join(ROOT, "dist/fleetctl.cjs");
 const ENV_LINE = "source .cache/up/fleetctl.env";
 
 /** The command lines of README.md's first sh block under "## fleetctl", comments removed. */

@@ -13,7 +13,7 @@ import { createEtcdClient } from "../../agent/registry/client.js";
 import { Keys } from "../../agent/registry/keys.js";
 import { type Cluster, harnessPki, type Machine, type TlsFiles } from "../harness/index.js";
 
-const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.js");
+const FLEETCTL = join(import.meta.dirname, "../../dist/fleetctl.cjs");
 
 export interface RunResult {
   code: number;
@@ -22,7 +22,7 @@ export interface RunResult {
 }
 
 /**
- * Runs dist/fleetctl.js against `endpoint` from `cwd`; an https endpoint gets the harness's admin
+ * Runs dist/fleetctl.cjs against `endpoint` from `cwd`; an https endpoint gets the harness's admin
  * certificate unless `tlsFlags` says otherwise (e.g. [] for none).
  */
 export function fleetctl(

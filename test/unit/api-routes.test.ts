@@ -89,12 +89,17 @@ describe("resolveRoute", () => {
       "/fleet/v1/machines/x",
       "/fleet/v1/discovery/x",
       "/fleet/v2/units",
-      "/metrics",
+      "/metrics/x",
       "/flotilla/v1/units/a.service",
       "/flotilla/v1/units/a.service/restart",
     ]) {
       expect(refused("GET", path), path).toEqual({ status: 404, message: "no such resource" });
     }
+  });
+
+  it("serves Prometheus metrics at /metrics, GET only", () => {
+    expect(resolveRoute("GET", "/metrics")).toEqual({ kind: "metrics" });
+    expect(refused("POST", "/metrics").status).toBe(405);
   });
 
   it("serves Flotilla's extensions", () => {

@@ -153,6 +153,19 @@ describe("decideUnitPut", () => {
     );
   });
 
+  it("accepts a template whose [X-Fleet] values name its instance, and checks each instance (fleet's metadata@.service)", () => {
+    const options = [...HELLO, { section: "X-Fleet", name: "MachineMetadata", value: "hostname=%i" }];
+    expect(decideUnitPut("metadata@.service", { options }, undefined).kind).toBe("create");
+    expect(
+      decideUnitPut("metadata@smoke1.service", { options, desiredState: "launched" }, undefined).kind,
+    ).toBe("create");
+    // The same value with no specifier is as malformed on the template as anywhere.
+    const empty = [...HELLO, { section: "X-Fleet", name: "MachineMetadata", value: "hostname=" }];
+    expect(apiError(() => decideUnitPut("metadata@.service", { options: empty }, undefined)).message).toBe(
+      'invalid unit options: invalid MachineMetadata "hostname=": want key=value',
+    );
+  });
+
   it("refuses an invalid [Container] section with 400, naming every problem", () => {
     const options = [
       { section: "Container", name: "Network", value: "bridged" },

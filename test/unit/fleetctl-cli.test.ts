@@ -587,6 +587,18 @@ describe("stop, unload, destroy, restart", () => {
     expect(cluster.calls).toEqual(["units", "destroy a.service", "unit a.service"]);
   });
 
+  it("restart exits 1 for a unit that is neither in the registry nor on disk, as fleet does", async () => {
+    cluster.add("a.service", SLEEP, "launched");
+    const r = await run(["restart", "a.service", "nope.service"]);
+    expect(r).toMatchObject({
+      code: 1,
+      stdout: "",
+      stderr: "Error creating units: unable to find Unit(nope.service) in Registry or on filesystem\n",
+    });
+    expect(cluster.calls.filter((c) => c.startsWith("set"))).toEqual([]);
+    expect(await run(["restart"])).toMatchObject({ code: 0, stderr: "No units given\n" });
+  });
+
   it("restarts a launched unit through loaded", async () => {
     cluster.add("a.service", SLEEP, "launched");
     const r = await run(["restart", "a.service"]);

@@ -243,6 +243,33 @@ describe("parseRequirements", () => {
       });
     });
 
+    it("leave a template's instance-dependent values to its instances", () => {
+      // fleet's own fixture, as written: accepted on the template, checked per instance.
+      expect(
+        requirementsOf("metadata@.service", "MachineMetadata=hostname=%i", "MachineMetadata=disk=ssd"),
+      ).toEqual({
+        ...none,
+        metadata: { disk: ["ssd"] },
+      });
+      expect(errorsOf("metadata@.service", "MachineMetadata=hostname=%i")).toEqual([]);
+      expect(
+        requirementsOf("pin@.service", "MachineID=%i", "ServiceName=db-%i", "Conflicts=%p@%i-*"),
+      ).toEqual(none);
+      // Values without %i still count on the template, and %n there is the template's own name.
+      expect(requirementsOf("web@.service", "Conflicts=%n %p@*").conflicts).toEqual([
+        "web@.service",
+        "web@*",
+      ]);
+      expect(errorsOf("web@.service", "MachineMetadata=hostname=")).toEqual([
+        'invalid MachineMetadata "hostname=": want key=value',
+      ]);
+      // An instance gets the value: an empty one is refused there.
+      expect(errorsOf("metadata@x.service", "MachineMetadata=hostname=%i")).toEqual([]);
+      expect(requirementsOf("metadata@x.service", "MachineMetadata=hostname=%i").metadata).toEqual({
+        hostname: ["x"],
+      });
+    });
+
     it("are replaced one after another, as fleet's unitPrintf does", () => {
       // "%%n" becomes "%pod.service", whose "%p" is then expanded too.
       expect(requirementsOf("pod.service", "Conflicts=%%n").conflicts).toEqual(["podod.service"]);
