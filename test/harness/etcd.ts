@@ -67,6 +67,9 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
     `--listen-peer-urls=${peer}`,
     `--initial-advertise-peer-urls=${peer}`,
     `--initial-cluster=harness=${peer}`,
+    // As the image's etcd-member.service (docs/etcd-keys.md, "Compaction").
+    "--auto-compaction-mode=periodic",
+    "--auto-compaction-retention=1h",
   ];
   let proc: Spawned | undefined;
 
