@@ -1,11 +1,11 @@
-// The fleet v1 HTTP API (fleet-compat.md §3) plus Flotilla's /flotilla/v1 extensions, served from
+// The fleet v1 HTTP API (fleet's api/ package) plus Flotilla's /flotilla/v1 extensions, served from
 // the Registry. Handlers only move data between HTTP and the pure functions in this folder.
 //
 // Choices where fleet gives none:
 // - `Server: fleetd/<version> (flotilla)`: fleet's product token first, so anything reading the
 //   header as fleet's still finds `fleetd/<version>`; the comment says which implementation it is.
 // - The unix socket is created with mode 0660 (owner and group): the API is root-equivalent
-//   (fleet-compat.md §5 "Security"), and fleet's systemd socket unit left it at systemd's 0666.
+//   (whoever can write to it controls every machine), and fleet's systemd socket unit left it at systemd's 0666.
 // - Error bodies always carry a message; fleet left it empty on 404/405/500.
 
 import { chmod, lstat, unlink } from "node:fs/promises";

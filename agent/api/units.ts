@@ -194,7 +194,7 @@ export function optionProblems(name: string, options: UnitOption[]): string[] {
 }
 
 /**
- * fleet's job state, exposed as currentState (fleet-compat.md §4 "Job state"):
+ * fleet's job state, exposed as currentState (docs/architecture.md, "Flow of a unit"):
  * - inactive: not scheduled, or the target machine reports no state for the unit;
  * - loaded: scheduled, and the target machine reports a state;
  * - launched: as loaded, and the target's agent reports that it started the unit (its `launched`
