@@ -145,6 +145,8 @@ async function main(args: string[]): Promise<void> {
   }
 
   await membership.join();
+  // Passes read the view: none runs before it holds the whole registry.
+  await feed.ready();
   const election = new LeaderElection(client, keys, membership);
   const engine = cfg.disableEngine
     ? undefined
@@ -198,7 +200,6 @@ async function main(args: string[]): Promise<void> {
   membership.on("rejoined", () => {
     void reconciler.republish().then(() => reconciler.trigger("rejoined the cluster"));
   });
-  await feed.ready();
   await reconciler.trigger("startup");
   ready = true;
   notifyReady(log);
