@@ -184,6 +184,10 @@ export class ViewFeed {
           await this.list();
           needList = false;
           this.opts.onResync?.();
+        } else if (!(await this.canResume())) {
+          log.error({ revision: this.view.revision }, "the view's revision was compacted away; relisting");
+          needList = true;
+          continue;
         }
         const end = await this.watchOnce(() => {
           if (failures > 0) log.info({ revision: this.view.revision }, "etcd watch live again");
@@ -216,6 +220,26 @@ export class ViewFeed {
           this.opts.retryMaxMs ?? 5000,
         ),
       );
+    }
+  }
+
+  /**
+   * Whether etcd still has the view's revision. etcd accepts a watch from a compacted revision and
+   * cancels it only a moment later, a moment in which the stale view would count as live; one
+   * one-key read at that revision settles it before watching.
+   */
+  private async canResume(): Promise<boolean> {
+    try {
+      await this.source.range({
+        start: this.prefix,
+        end: prefixEnd(this.prefix),
+        limit: 1,
+        revision: this.view.revision,
+      });
+      return true;
+    } catch (err) {
+      if (err instanceof CompactedError) return false;
+      throw err;
     }
   }
 

@@ -56,6 +56,14 @@ class FakeEtcd implements KvSource {
     this.down = false;
   }
 
+  /** etcd ends every watch (as it does for a watch whose revision it compacted away). */
+  cancelWatches(): void {
+    for (const w of [...this.watches]) {
+      this.watches.delete(w);
+      w.sink.canceled(new Error("Watcher canceled: mvcc: required revision has been compacted"));
+    }
+  }
+
   async range(req: { start: string; end: string; limit: number; revision: number }): Promise<KvPage> {
     this.ranges.push({ start: req.start, limit: req.limit, revision: req.revision });
     if (this.down) throw new RegistryUnavailableError(new Error("14 UNAVAILABLE: connection refused"));
@@ -242,6 +250,19 @@ describe("the registry feed", () => {
 
     const rev = etcd.put(keys.unit("c.service"), unit("c.service"));
     await until("watching again", () => view.revision === rev);
+  });
+
+  it("relists when etcd cancels a live watch", async () => {
+    const etcd = new FakeEtcd();
+    etcd.put(keys.unit("a.service"), unit("a.service"));
+    const { view, feed } = start(etcd);
+    await feed.ready();
+    etcd.hold = true;
+    etcd.put(keys.unit("b.service"), unit("b.service"));
+    etcd.cancelWatches();
+    etcd.hold = false;
+    await until("a relist", () => feed.health().lists === 2 && feed.health().state === "live");
+    expect(view.unit("b.service")).toBeDefined();
   });
 
   it("makes a read wait for the agent's own write, within a bound", async () => {
