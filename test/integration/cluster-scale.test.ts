@@ -109,8 +109,7 @@ describe("10 000 unit records", () => {
     t = Date.now();
     const files = Object.fromEntries(units.map((u) => [u, sleeper]));
     const started = await fc(["start", ...units], files);
-    expect(started.stderr).toBe("");
-    expect(started.code).toBe(0);
+    expect(started.code, started.stderr).toBe(0);
     console.log(`fleetctl start of 3 units among ${RECORDS}: ${Date.now() - t} ms`);
     before = await runningInvocations(units);
     expect(before.size).toBe(3);
@@ -128,7 +127,8 @@ describe("10 000 unit records", () => {
     t = Date.now();
     const states = await fc(["list-units", "--no-legend", "--fields", "unit,active"]);
     expect(states.code).toBe(0);
-    expect(states.stdout).toContain("s1.service\tactive");
+    for (const u of units)
+      expect(states.stdout).toMatch(new RegExp(`^${u.replace(".", "\\.")}\t+active$`, "m"));
     console.log(`fleetctl list-units: ${Date.now() - t} ms`);
 
     for (const m of cluster.machines) {
