@@ -55,8 +55,28 @@ interface Entry {
  * Metadata that is not `key=value` is kept under the empty key, which no machine has: the unit
  * then fits nowhere (fleet would ignore the pair and let it run anywhere), and
  * validateRequirements reports it.
+ *
+ * Results are remembered per options array: the registry view's records are never modified, so
+ * the engine's and the reconciler's passes over 10 000 units parse each unit once per change, not
+ * once per pass. Callers must not modify the result.
  */
 export function parseRequirements(
+  name: string,
+  options: UnitOption[],
+): { requirements: Requirements; warnings: string[] } {
+  const known = parsed.get(options);
+  if (known?.name === name) return known.result;
+  const result = parseRequirementsOnce(name, options);
+  parsed.set(options, { name, result });
+  return result;
+}
+
+const parsed = new WeakMap<
+  UnitOption[],
+  { name: string; result: { requirements: Requirements; warnings: string[] } }
+>();
+
+function parseRequirementsOnce(
   name: string,
   options: UnitOption[],
 ): { requirements: Requirements; warnings: string[] } {
