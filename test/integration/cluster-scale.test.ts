@@ -70,6 +70,28 @@ async function viewsConverged(units: number, lists = 1): Promise<void> {
   );
 }
 
+/** Runs `check`; when it fails, prints each agent's recent journal before rethrowing. */
+async function dumpLogsOnFailure<T>(check: () => Promise<T>): Promise<T> {
+  try {
+    return await check();
+  } catch (err) {
+    for (const m of cluster.machines) {
+      const j = await m.exec([
+        "journalctl",
+        "-u",
+        "flotilla-agent.service",
+        "-o",
+        "cat",
+        "--no-pager",
+        "-n",
+        "60",
+      ]);
+      console.log(`--- ${m.name} agent journal ---\n${j.stdout}`);
+    }
+    throw err;
+  }
+}
+
 beforeAll(async () => {
   cluster = await Cluster.start({ machines: 3 });
   etcd = new EtcdView(cluster.endpoint);
@@ -202,16 +224,18 @@ describe("10 000 unit records", () => {
     } finally {
       execFileSync("iptables", ["-D", ...rule]);
     }
-    await waitFor(
-      "every agent to relist",
-      async () => {
-        for (const m of cluster.machines) {
-          const h = await health(m);
-          if (h.status !== 200 || (h.body.view?.lists ?? 0) <= (listsBefore.get(m.name) ?? 0)) return false;
-        }
-        return true;
-      },
-      60_000,
+    await dumpLogsOnFailure(() =>
+      waitFor(
+        "every agent to relist",
+        async () => {
+          for (const m of cluster.machines) {
+            const h = await health(m);
+            if (h.status !== 200 || (h.body.view?.lists ?? 0) <= (listsBefore.get(m.name) ?? 0)) return false;
+          }
+          return true;
+        },
+        60_000,
+      ),
     );
     // One record less, one unit (after-restart) more.
     await viewsConverged(RECORDS - 1 + units.length + 1);
