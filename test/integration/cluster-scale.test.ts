@@ -76,15 +76,11 @@ async function dumpLogsOnFailure<T>(check: () => Promise<T>): Promise<T> {
     return await check();
   } catch (err) {
     for (const m of cluster.machines) {
+      // Warnings and errors, and systemd's lines about the agent's process.
       const j = await m.exec([
-        "journalctl",
-        "-u",
-        "flotilla-agent.service",
-        "-o",
-        "cat",
-        "--no-pager",
-        "-n",
-        "60",
+        "sh",
+        "-c",
+        "journalctl -u flotilla-agent.service -o cat --no-pager | grep -v '\"level\":[23]0,' | tail -n 80",
       ]);
       console.log(`--- ${m.name} agent journal ---\n${j.stdout}`);
     }
