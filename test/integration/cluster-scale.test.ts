@@ -122,6 +122,14 @@ describe("10 000 unit records", () => {
     }
     console.log(`wrote ${RECORDS} unit records in ${Date.now() - t} ms`);
     await viewsConverged(RECORDS);
+    for (const m of cluster.machines) {
+      const rss = await m.exec([
+        "sh",
+        "-c",
+        "grep VmRSS /proc/$(systemctl show -p MainPID --value flotilla-agent.service)/status",
+      ]);
+      console.log(`${m.name} agent with ${RECORDS} records in its view: ${rss.stdout.trim()}`);
+    }
 
     // The engine places, and the reconcilers start, units among the 10 000 records.
     t = Date.now();
