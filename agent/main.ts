@@ -37,12 +37,12 @@ import { agentMetrics, timePass } from "./metrics.js";
 import type { Machine } from "./model.js";
 import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
-import { EtcdRegistry } from "./registry/etcd.js";
 import { Keys } from "./registry/keys.js";
+import { openRegistry } from "./registry/open.js";
+import { route, type Wakes } from "./routing.js";
 import { SystemdManager } from "./systemd/manager.js";
 import { runHealthGate } from "./update/health.js";
 import { RebootLock } from "./update/lock.js";
-import { CHECK_ALL } from "./update/records.js";
 import { UpdateStore } from "./update/store.js";
 import { systemctlReboot, Updater } from "./update/updater.js";
 import { AGENT_VERSION } from "./version.js";
@@ -95,7 +95,24 @@ async function main(args: string[]): Promise<void> {
 
   const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, tls));
   const keys = new Keys(cfg.etcdPrefix);
-  const registry = new EtcdRegistry(client, keys);
+  // The view's changes go to the loops once they exist; a change before that is covered by the
+  // startup passes, which read the view after it is listed.
+  let loops: Loops | undefined;
+  const { registry, feed } = openRegistry(client, keys, log.child({ part: "registry" }), {
+    onEvents: (events, view) =>
+      loops?.wake(
+        route(
+          {
+            keys,
+            machineID,
+            updateGroup: cfg.updateGroup,
+            placedBefore: (unit) => view.placement(unit)?.machineID,
+          },
+          events,
+        ),
+      ),
+    onResync: () => loops?.resync(),
+  });
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
   await writeInsecureRegistries(cfg.insecureRegistries, log);
@@ -113,7 +130,7 @@ async function main(args: string[]): Promise<void> {
   await reconciler.recover();
 
   const services = new ServiceCache(keys);
-  const feed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
+  const serviceFeed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
   const updates = {
     lock: new RebootLock(client, keys, { leaseSeconds: cfg.rebootLeaseSeconds }),
     store: new UpdateStore(client, keys),
@@ -127,6 +144,7 @@ async function main(args: string[]): Promise<void> {
     isReady: () => ready,
     machineID,
     pageSize: cfg.tokenLimit,
+    registryHealth: () => feed.health(),
     services,
     updates,
     isHostUnit: hostUnitCheck(cfg.unitDir),
@@ -171,6 +189,8 @@ async function main(args: string[]): Promise<void> {
     if (err instanceof DuplicateMachineError) refuseDuplicate(err);
     throw err;
   });
+  // Passes read the view: none runs before it holds the whole registry.
+  await feed.ready();
   const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }));
   if (!cfg.disableEngine) election.start();
   const engine = cfg.disableEngine
@@ -192,7 +212,7 @@ async function main(args: string[]): Promise<void> {
   // stop here and the engine places them elsewhere at once instead of after a lease timeout.
   const drain = () => {
     draining ??= (async () => {
-      loops.stop();
+      loops?.stop();
       await election.stop();
       await election.resign().catch(() => undefined);
       await reconciler.unloadAll();
@@ -219,14 +239,9 @@ async function main(args: string[]): Promise<void> {
         },
       })
     : undefined;
-  const loops = startLoops(cfg, keys, client, engine, reconciler, systemd, log, {
-    checkRequested(target) {
-      if (target === machineID || target === CHECK_ALL) updater?.trigger("check requested");
-    },
-    rebootGroupChanged(key) {
-      // Our own holder record changes because we took or left the slot: nothing to retry.
-      if (key !== keys.updateHolder(cfg.updateGroup, machineID)) updater?.rebootGroupChanged();
-    },
+  loops = startLoops(cfg, engine, reconciler, systemd, {
+    checkRequested: () => updater?.trigger("check requested"),
+    rebootGroupChanged: () => updater?.rebootGroupChanged(),
   });
   membership.on("rejoined", () => {
     void reconciler.republish().then(() => reconciler.trigger("rejoined the cluster"));
@@ -246,6 +261,7 @@ async function main(args: string[]): Promise<void> {
     await drain();
     await api.close();
     for (const d of dnsServers) await d.close();
+    await serviceFeed.stop();
     await feed.stop();
     systemd.close();
     client.close();
@@ -260,17 +276,22 @@ async function main(args: string[]): Promise<void> {
   });
 }
 
-/** Timers plus an etcd watch; a change only wakes the loops that care about that key. */
+interface Loops {
+  /** Wakes the loops a batch of registry changes concerns (routing.ts). */
+  wake(w: Wakes): void;
+  /** The view was listed again: anything may have changed. */
+  resync(): void;
+  stop(): void;
+}
+
+/** Timers plus the view's changes; a change only wakes the loops that care about it. */
 function startLoops(
   cfg: AgentConfig,
-  keys: Keys,
-  client: ReturnType<typeof createEtcdClient>,
   engine: Engine | undefined,
   reconciler: Reconciler,
   systemd: SystemdManager,
-  log: Logger,
-  updates: { checkRequested(target: string): void; rebootGroupChanged(key: string): void },
-): { stop(): void } {
+  updates: { checkRequested(): void; rebootGroupChanged(): void },
+): Loops {
   const timers: NodeJS.Timeout[] = [];
   const enginePass = coalesced(() => timePass("engine", engine?.pass() ?? Promise.resolve()));
   const runEngine = () => void enginePass();
@@ -293,45 +314,19 @@ function startLoops(
   runEngine();
   systemd.on("change", soonPublish);
 
-  const agentPrefixes = [keys.units(), keys.schedules(), keys.machines(), keys.metadataPrefix()];
-  let watcher: Awaited<ReturnType<ReturnType<typeof client.watch>["create"]>> | undefined;
-  client
-    .watch()
-    .prefix(keys.prefix)
-    .create()
-    .then((w) => {
-      watcher = w;
-      const onChange = (kv: { key: Buffer }) => {
-        const key = kv.key.toString();
-        // Update records change with every progress report: they concern no engine or unit.
-        if (key.startsWith(keys.updates())) {
-          if (key.startsWith(keys.updateChecks()))
-            updates.checkRequested(key.slice(keys.updateChecks().length));
-          else if (
-            key.startsWith(keys.updateGroup(cfg.updateGroup)) &&
-            key !== keys.updateGroupSeq(cfg.updateGroup)
-          )
-            updates.rebootGroupChanged(key);
-          return;
-        }
-        const family = keys.classify(key)?.family;
-        if (family !== "pending" && family !== "failures" && family !== "services") soonEngine();
-        if (agentPrefixes.some((p) => key.startsWith(p))) soonAgent();
-      };
-      w.on("put", onChange);
-      w.on("delete", onChange);
-      w.on("disconnected", () => log.warn("etcd watch disconnected; relying on periodic passes"));
-      w.on("connected", () => {
-        soonEngine();
-        soonAgent();
-      });
-    })
-    .catch((err) => log.warn({ err: String(err) }, "etcd watch failed to start; relying on periodic passes"));
-
   return {
+    wake(w) {
+      if (w.engine) soonEngine();
+      if (w.agent) soonAgent();
+      if (w.updateCheck) updates.checkRequested();
+      if (w.rebootGroup) updates.rebootGroupChanged();
+    },
+    resync() {
+      soonEngine();
+      soonAgent();
+    },
     stop() {
       for (const t of timers) clearInterval(t);
-      void watcher?.cancel();
     },
   };
 }

@@ -1,5 +1,5 @@
 // fleetctl's entry point as a function, so tests can run it in-process as well as via the bundle.
-// Argument handling follows fleet's cobra setup (fleet-compat.md §1.1, §1.4): prefix-matched
+// Argument handling follows fleet's cobra setup: prefix-matched
 // commands, global flags anywhere, FLEETCTL_* env for global flags, and exit 0 with usage on
 // unknown commands and flag errors.
 

@@ -1,4 +1,4 @@
-// The fleet v1 API client (fleet-compat.md §3 "Wire behaviour of fleetctl"), over node:http.
+// The fleet v1 API client, on the wire as fleetctl's, over node:http.
 // Unlike fleet's client, every request is bounded by --request-timeout (fleet's API client had
 // none and hung on a silent server), and transport failures name the endpoint and the cause.
 

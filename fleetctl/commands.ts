@@ -1,5 +1,5 @@
-// The fleetctl commands (fleet-compat.md §1.2). Each returns the exit code; messages and exit
-// codes are fleet's except where fleet-compat.md §5 (or a plain bug) calls for better, as noted.
+// The fleetctl commands, as fleet v1.0's. Each returns the exit code; messages and exit
+// codes are fleet's except where fleet's known bugs call for better, as noted.
 
 import type {
   WireCommandOutput,

@@ -1,4 +1,4 @@
-// Parsing of --endpoint, following fleetctl's getHTTPClient (fleet-compat.md §1.1).
+// Parsing of --endpoint, following fleetctl's getHTTPClient.
 
 export const DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock";
 

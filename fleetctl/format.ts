@@ -1,5 +1,5 @@
 // Cell and table formatting for list-units, list-unit-files and list-machines
-// (fleet-compat.md §1.3). Pure: callers fetch the data, these functions only shape it.
+// (as fleet v1.0 prints them). Pure: callers fetch the data, these functions only shape it.
 
 import type {
   WireMachine,

@@ -1,4 +1,4 @@
-// fleetctl's command surface (fleet-compat.md §1.1, §1.2): commands, their flags and the
+// fleetctl's command surface (fleet v1.0's fleetctl): commands, their flags and the
 // global flags, plus the pure parts of argument handling (command lookup, flag values, env).
 
 import { DEFAULT_ENDPOINT } from "./endpoint.js";

@@ -20,7 +20,7 @@ import { type WaitBudget, waitForUnitState } from "./wait.js";
 
 export type CreatingCommand = "submit" | "load" | "start" | "restart";
 
-/** Desired states in which --replace may replace a unit, per command (fleet-compat.md §1.2). */
+/** Desired states in which --replace may replace a unit, per command (fleet's fleetctl). */
 const REPLACE_ALLOWED: Record<CreatingCommand, readonly DesiredState[]> = {
   submit: ["inactive"],
   load: ["inactive", "loaded"],

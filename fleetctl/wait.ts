@@ -1,4 +1,4 @@
-// Blocking waits (fleet-compat.md §1.2 "Blocking"). fleet polls every 250 ms and gives each
+// Blocking waits, as fleetctl's. fleet polls every 250 ms and gives each
 // "attempt" 2 s; --block-attempts=0 waits forever. Flotilla keeps that pacing but defaults to
 // a finite budget (fleet#559, #964: `fleetctl start` hanging on unschedulable units), and when it
 // gives up it reports the server's `reason` for the unit if there is one.

@@ -1,4 +1,4 @@
-// FleetLock (os-updates.md §3; Zincati's docs/development/fleetlock/protocol.md) served from the
+// FleetLock (docs/updates.md; Zincati's docs/development/fleetlock/protocol.md) served from the
 // reboot semaphore, so Zincati-style clients share the slots with Flotilla's own updaters.
 // `POST /v1/pre-reboot` is RecursiveLock and `POST /v1/steady-state` is UnlockIfHeld for the
 // holder `client_params.id` in group `client_params.group`. 200 means success; every failure is a

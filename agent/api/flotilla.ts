@@ -8,6 +8,7 @@ import type { ClusterSnapshot } from "../registry/registry.js";
 import { parseRequirements } from "../unit/index.js";
 import { JOURNAL_OUTPUTS } from "./commands.js";
 import { ApiError } from "./errors.js";
+import { unitByName } from "./units.js";
 
 /** Set on a proxied request, so an agent whose view disagrees never forwards it a second time. */
 export const PROXIED_BY_HEADER = "x-flotilla-proxied-by";
@@ -63,7 +64,7 @@ export function commandTarget(
   selfID: string,
   requested?: string,
 ): { machineID: string; machine?: Machine & { apiURL: string } } {
-  const unit = snap.units.find((u) => u.name === name);
+  const unit = unitByName(snap, name);
   if (!unit) throw new ApiError(404, "unit does not exist");
   let target = requested ?? snap.schedule.get(name)?.machineID;
   if (target === undefined) {

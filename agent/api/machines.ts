@@ -72,7 +72,9 @@ export function toWireUnitState(s: UnitState): WireUnitState {
 export function filterStates(
   states: readonly UnitState[],
   filter: { machineID?: string; unitName?: string },
-): UnitState[] {
+): readonly UnitState[] {
+  // No filter: the snapshot's own array, so a page costs its own length, not a copy of all states.
+  if (!filter.machineID && !filter.unitName) return states;
   return states.filter(
     (s) =>
       (!filter.machineID || s.machineID === filter.machineID) &&
@@ -90,6 +92,24 @@ export function stateOfUnit(
   snap: Pick<ClusterSnapshot, "schedule" | "states">,
 ): UnitState | undefined {
   const target = snap.schedule.get(name)?.machineID;
-  const mine = snap.states.filter((s) => s.name === name);
+  const mine = statesByUnit(snap.states).get(name) ?? [];
   return mine.find((s) => s.machineID === target) ?? mine[0];
+}
+
+// Snapshots are shared and never modified (registry/view.ts): the index holds until the view changes.
+const byUnitIndexes = new WeakMap<readonly UnitState[], Map<string, UnitState[]>>();
+
+/** States grouped by unit, in the snapshot's (machine-ID) order. */
+function statesByUnit(states: readonly UnitState[]): Map<string, UnitState[]> {
+  let index = byUnitIndexes.get(states);
+  if (!index) {
+    index = new Map();
+    for (const s of states) {
+      const list = index.get(s.name);
+      if (list) list.push(s);
+      else index.set(s.name, [s]);
+    }
+    byUnitIndexes.set(states, index);
+  }
+  return index;
 }

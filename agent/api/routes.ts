@@ -23,7 +23,7 @@ export type Route =
   | { kind: "releaseHolder"; group: string; holder: string }
   | { kind: "clearBadVersion"; version: string };
 
-/** FleetLock's endpoints (os-updates.md §3), relative to the agent's base URL as Zincati's base_url. */
+/** FleetLock's endpoints (docs/updates.md), relative to the agent's base URL as Zincati's base_url. */
 export const FLEETLOCK_PATHS = {
   "/v1/pre-reboot": "pre-reboot",
   "/v1/steady-state": "steady-state",

@@ -1,4 +1,4 @@
-// The fleet v1 HTTP API wire schema (fleet-compat.md §3): the one definition shared by the
+// The fleet v1 HTTP API wire schema (fleet's schema/v1.json): the one definition shared by the
 // server (agent/api) and the client (fleetctl). Keys are omitted from JSON when empty.
 // Flotilla adds optional fields (marked) that fleet's own clients ignore.
 

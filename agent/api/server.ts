@@ -1,4 +1,4 @@
-// The fleet v1 HTTP API (fleet-compat.md §3) plus Flotilla's /flotilla/v1 extensions, served from
+// The fleet v1 HTTP API (fleet's api/ package) plus Flotilla's /flotilla/v1 extensions, served from
 // the Registry. Handlers only move data between HTTP and the pure functions in this folder.
 //
 // Choices where fleet gives none:
@@ -18,6 +18,7 @@ import { pipeline } from "node:stream/promises";
 import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
 import { refusalLog } from "../refusals.js";
+import type { ViewHealth } from "../registry/feed.js";
 import type { Registry } from "../registry/registry.js";
 import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { RebootLock } from "../update/lock.js";
@@ -43,7 +44,15 @@ import { pageTokenFromQuery, paginate } from "./pagination.js";
 import { type FleetLockOp, fleetLockOp, resolveRoute, splitTarget } from "./routes.js";
 import { DEFAULT_PAGE_SIZE, EXT_PREFIX } from "./schema.js";
 import { listServices, type ServiceSource } from "./services.js";
-import { checkUnitPut, decideUnitPut, indexStates, omitEmpty, parseUnitBody, toWireUnit } from "./units.js";
+import {
+  checkUnitPut,
+  decideUnitPut,
+  indexStates,
+  omitEmpty,
+  parseUnitBody,
+  toWireUnit,
+  unitByName,
+} from "./units.js";
 import {
   checkGroupName,
   checkHolderId,
@@ -88,6 +97,8 @@ export interface ApiDeps {
   /** fleet's token_limit (default 100); page tokens carry it and are refused if it differs. */
   pageSize?: number;
   maxBodyBytes?: number;
+  /** The state of the agent's watch-fed registry view, reported by /flotilla/v1/health. */
+  registryHealth?: () => ViewHealth;
   /** The agent's watch-fed service records (GET /flotilla/v1/services); absent: 503. */
   services?: ServiceSource;
   /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
@@ -166,7 +177,7 @@ export function createApiServer(deps: ApiDeps): ApiServer {
       }
       case "getUnit": {
         const snap = await registry.snapshot();
-        const unit = snap.units.find((u) => u.name === route.name);
+        const unit = unitByName(snap, route.name);
         if (!unit) throw new ApiError(404, "unit does not exist");
         return sendJSON(res, 200, toWireUnit(unit, snap, indexStates(snap.states)));
       }
@@ -248,8 +259,12 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         });
         res.end(DISCOVERY_JSON);
         return;
-      case "health":
-        return sendJSON(res, 200, { machineID: deps.machineID, ok: true, version: deps.version });
+      case "health": {
+        // Not ok while the registry view is not live (watch broken, list failing): reads would be stale.
+        const view = deps.registryHealth?.();
+        const ok = view === undefined || view.state === "live";
+        return sendJSON(res, ok ? 200 : 503, { machineID: deps.machineID, ok, version: deps.version, view });
+      }
       case "listServices":
         if (!deps.services) throw new ApiError(503, "service discovery is not running on this agent");
         return sendJSON(res, 200, listServices(deps.services, query));
@@ -414,7 +429,10 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         const { status, message, headers, internal } = classifyError(err);
         if (internal) log.error({ err, method: req.method, url: req.url }, "request failed");
         else if (status === 503)
-          log.warn({ method: req.method, url: req.url, error: message }, "etcd unavailable");
+          log.error(
+            { method: req.method, url: req.url, error: message },
+            "request failed: registry unavailable",
+          );
         else if (status === 413)
           refused(
             "oversized requests",

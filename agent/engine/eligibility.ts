@@ -1,5 +1,5 @@
 // Whether a unit may run on a machine given what is already there: the one implementation of the
-// [X-Fleet] placement rules (fleet-compat.md §2), shared by the engine (where to place units) and
+// [X-Fleet] placement rules (docs/units.md), shared by the engine (where to place units) and
 // each machine's reconciler (which global units to run). Pure: no I/O, no clock.
 
 import type { DesiredState, Machine, Requirements } from "../model.js";

@@ -1,4 +1,4 @@
-// The engine's reconcile pass (fleet-compat.md §4, engine/reconciler.go): compare the units' desired
+// The engine's reconcile pass (fleet's engine/reconciler.go): compare the units' desired
 // states with the schedule and return what to change, each change with a reason for the logs.
 // Pure: the caller reads the snapshot, supplies `now`, and applies the actions (engine.ts).
 //

@@ -1,37 +1,44 @@
-// EtcdRegistry: the Registry over etcd v3. Reads take one range over the whole prefix, so a
-// snapshot is consistent at a single revision; engine writes are transactions guarded by the
-// leader key, so an engine that lost its leadership cannot write a stale decision.
+// EtcdRegistry: the Registry over etcd v3. Reads are served by the watch-fed ClusterView
+// (view.ts, feed.ts), never by a range over the whole prefix; writes go to etcd, and a read after
+// this agent's own write waits (briefly) until the view holds it. Engine writes are transactions
+// guarded by the leader key, so an engine that lost its leadership cannot write a stale decision.
 
-import type { Etcd3, IKeyValue } from "etcd3";
-import type { DesiredState, FailureRecord, Machine, Placement, UnitRecord, UnitState } from "../model.js";
+import type { Etcd3 } from "etcd3";
+import type { DesiredState, Machine, UnitRecord } from "../model.js";
+import { asRegistryError } from "./etcd-source.js";
+import type { ViewFeed } from "./feed.js";
 import { Keys } from "./keys.js";
-import {
-  type ClusterSnapshot,
-  ENGINE_TXN_MAX_WRITES,
-  type EngineWrite,
-  type PendingReason,
-  type Registry,
-  RegistryUnavailableError,
-} from "./registry.js";
+import { type ClusterSnapshot, ENGINE_TXN_MAX_WRITES, type EngineWrite, type Registry } from "./registry.js";
+import { type ClusterView, parseUnitRecord } from "./view.js";
+
+/** How long a read waits for the view to catch up with this agent's own last write. */
+export const READ_YOUR_WRITES_WAIT_MS = 2000;
 
 export class EtcdRegistry implements Registry {
+  /** Revision of this agent's last write under the prefix; reads wait for the view to reach it. */
+  private lastWrite = 0;
+
   constructor(
     private readonly client: Etcd3,
+    private readonly view: ClusterView,
+    private readonly feed: Pick<ViewFeed, "current">,
     readonly keys: Keys = new Keys(),
   ) {}
 
   async snapshot(): Promise<ClusterSnapshot> {
-    const res = await this.call(() => this.client.getAll().prefix(this.keys.prefix).exec());
-    return parseSnapshot(this.keys, Number(res.header.revision), res.kvs);
+    await this.feed.current(this.lastWrite, READ_YOUR_WRITES_WAIT_MS);
+    return this.view.snapshot();
   }
 
   async getUnit(name: string): Promise<UnitRecord | undefined> {
     const raw = await this.call(() => this.client.get(this.keys.unit(name)).string());
-    return raw === null ? undefined : (JSON.parse(raw) as UnitRecord);
+    return raw === null ? undefined : parseStoredUnit(this.keys.unit(name), name, raw);
   }
 
   async putUnit(unit: UnitRecord): Promise<void> {
-    await this.call(() => this.client.put(this.keys.unit(unit.name)).value(JSON.stringify(unit)).exec());
+    this.wrote(
+      await this.call(() => this.client.put(this.keys.unit(unit.name)).value(JSON.stringify(unit)).exec()),
+    );
   }
 
   async setDesiredState(name: string, state: DesiredState): Promise<boolean> {
@@ -40,7 +47,7 @@ export class EtcdRegistry implements Registry {
       const res = await this.call(() => this.client.get(this.keys.unit(name)).exec());
       const kv = res.kvs[0];
       if (!kv) return false;
-      const unit = JSON.parse(kv.value.toString()) as UnitRecord;
+      const unit = parseStoredUnit(this.keys.unit(name), name, kv.value.toString());
       if (unit.desiredState === state) return true;
       const txn = await this.call(() =>
         this.client
@@ -48,6 +55,7 @@ export class EtcdRegistry implements Registry {
           .then(this.client.put(this.keys.unit(name)).value(JSON.stringify({ ...unit, desiredState: state })))
           .commit(),
       );
+      this.wrote(txn, txn.succeeded);
       if (txn.succeeded) return true;
     }
   }
@@ -64,28 +72,30 @@ export class EtcdRegistry implements Registry {
         )
         .commit(),
     );
+    this.wrote(txn, txn.succeeded);
     return txn.succeeded;
   }
 
   async listMachines(): Promise<Machine[]> {
-    const snap = await this.snapshot();
-    return snap.machines;
+    return (await this.snapshot()).machines;
   }
 
   async setMachineMetadata(machineID: string, key: string, value: string | undefined): Promise<void> {
     const k = this.keys.metadata(machineID, key);
-    await this.call(async () => {
-      if (value === undefined) await this.client.delete().key(k).exec();
-      else await this.client.put(k).value(value).exec();
-    });
+    if (value === undefined) {
+      const res = await this.call(() => this.client.delete().key(k).exec());
+      this.wrote(res, Number(res.deleted) > 0);
+    } else this.wrote(await this.call(() => this.client.put(k).value(value).exec()));
   }
 
   async deleteState(name: string, machineID: string): Promise<void> {
-    await this.call(() => this.client.delete().key(this.keys.state(name, machineID)).exec());
+    const res = await this.call(() => this.client.delete().key(this.keys.state(name, machineID)).exec());
+    this.wrote(res, Number(res.deleted) > 0);
   }
 
   async deleteKey(key: string): Promise<void> {
-    await this.call(() => this.client.delete().key(key).exec());
+    const res = await this.call(() => this.client.delete().key(key).exec());
+    this.wrote(res, Number(res.deleted) > 0);
   }
 
   async writeAsLeader(writes: readonly EngineWrite[], leader: string): Promise<boolean> {
@@ -119,6 +129,7 @@ export class EtcdRegistry implements Registry {
       }
     }
     const res = await this.call(() => txn.then(...ops).commit());
+    this.wrote(res, res.succeeded);
     return res.succeeded;
   }
 
@@ -126,71 +137,21 @@ export class EtcdRegistry implements Registry {
     try {
       return await fn();
     } catch (err) {
-      throw new RegistryUnavailableError(err);
+      throw asRegistryError(err);
     }
+  }
+
+  /** Notes a write that changed a key under the prefix (so the watch will deliver it). */
+  private wrote(res: { header: { revision: string } }, changed = true): void {
+    if (changed) this.lastWrite = Math.max(this.lastWrite, Number(res.header.revision));
   }
 }
 
-/** Splits one prefix range into the snapshot's maps. Unparseable values are skipped, not fatal. */
-export function parseSnapshot(keys: Keys, revision: number, kvs: IKeyValue[]): ClusterSnapshot {
-  const snap: ClusterSnapshot = {
-    revision,
-    units: [],
-    schedule: new Map(),
-    pending: new Map(),
-    failures: new Map(),
-    machines: [],
-    states: [],
-    corrupt: [],
-  };
-  const dynamicMetadata = new Map<string, Record<string, string>>();
-  for (const kv of kvs) {
-    const key = kv.key.toString();
-    const value = kv.value.toString();
-    const k = keys.classify(key);
-    try {
-      switch (k?.family) {
-        case "units":
-          snap.units.push(JSON.parse(value) as UnitRecord);
-          break;
-        case "schedule":
-          snap.schedule.set(k.rest, JSON.parse(value) as Placement);
-          break;
-        case "pending":
-          snap.pending.set(k.rest, JSON.parse(value) as PendingReason);
-          break;
-        case "failures":
-          snap.failures.set(k.rest, JSON.parse(value) as FailureRecord);
-          break;
-        case "machines":
-          snap.machines.push(JSON.parse(value) as Machine);
-          break;
-        case "states":
-          snap.states.push(JSON.parse(value) as UnitState);
-          break;
-        case "metadata": {
-          const slash = k.rest.indexOf("/");
-          if (slash <= 0) break;
-          const id = k.rest.slice(0, slash);
-          dynamicMetadata.set(id, { ...dynamicMetadata.get(id), [k.rest.slice(slash + 1)]: value });
-          break;
-        }
-      }
-    } catch {
-      // A corrupt value (hand-edited etcd) must not take the whole cluster view down.
-      snap.corrupt.push(key);
-    }
+/** A stored unit record, checked; a bad one is an error naming its key, not a crash later. */
+function parseStoredUnit(key: string, name: string, raw: string): UnitRecord {
+  try {
+    return parseUnitRecord(name, raw);
+  } catch (err) {
+    throw new Error(`corrupt unit record at ${key}: ${err instanceof Error ? err.message : String(err)}`);
   }
-  for (const m of snap.machines) {
-    const extra = dynamicMetadata.get(m.id);
-    if (extra) m.metadata = { ...m.metadata, ...extra };
-  }
-  snap.units.sort((a, b) => cmp(a.name, b.name));
-  snap.machines.sort((a, b) => cmp(a.id, b.id));
-  snap.states.sort((a, b) => cmp(a.name, b.name) || cmp(a.machineID, b.machineID));
-  return snap;
-}
-
-function cmp(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }

@@ -160,6 +160,11 @@ export class Keys {
     return undefined;
   }
 
+  /** The prefix of one family's keys. */
+  familyPrefix(family: KeyFamily): string {
+    return this.families.find(([f]) => f === family)?.[1] ?? "";
+  }
+
   private get families(): [KeyFamily, string][] {
     return [
       ["units", this.units()],

@@ -8,7 +8,10 @@ export interface PendingReason {
   at: number;
 }
 
-/** Everything the engine needs for one scheduling pass, read at a single etcd revision. */
+/**
+ * Everything the engine needs for one scheduling pass, as of a single etcd revision. Snapshots
+ * come from the agent's in-memory view and are shared between callers: never modify one.
+ */
 export interface ClusterSnapshot {
   revision: number;
   units: UnitRecord[];
@@ -21,6 +24,7 @@ export interface ClusterSnapshot {
   corrupt: string[];
 }
 
+/** etcd could not be reached (or answered too late): the API's 503. Never a refusal or a bad value. */
 export class RegistryUnavailableError extends Error {
   constructor(cause: unknown) {
     super(`etcd is unreachable: ${cause instanceof Error ? cause.message : String(cause)}`);

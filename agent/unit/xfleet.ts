@@ -63,8 +63,28 @@ interface Entry {
  * until it is instantiated: they are left out of the template's requirements, and each instance,
  * which carries the template's options under its own name, has them checked and applied. A
  * template is never scheduled itself, so nothing is lost.
+ *
+ * Results are remembered per options array: the registry view's records are never modified, so
+ * the engine's and the reconciler's passes over 10 000 units parse each unit once per change, not
+ * once per pass. Callers must not modify the result.
  */
 export function parseRequirements(
+  name: string,
+  options: UnitOption[],
+): { requirements: Requirements; warnings: string[] } {
+  const known = parsed.get(options);
+  if (known?.name === name) return known.result;
+  const result = parseRequirementsOnce(name, options);
+  parsed.set(options, { name, result });
+  return result;
+}
+
+const parsed = new WeakMap<
+  UnitOption[],
+  { name: string; result: { requirements: Requirements; warnings: string[] } }
+>();
+
+function parseRequirementsOnce(
   name: string,
   options: UnitOption[],
 ): { requirements: Requirements; warnings: string[] } {

@@ -14,8 +14,9 @@ import { type AgentConfig, etcdSecurity, type TlsFiles } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Placement, UnitRecord, UnitState } from "../model.js";
 import { createEtcdClient } from "../registry/client.js";
-import { EtcdRegistry } from "../registry/etcd.js";
 import { Keys } from "../registry/keys.js";
+import { openRegistry } from "../registry/open.js";
+import type { Registry } from "../registry/registry.js";
 import { listEntries } from "./esp.js";
 import {
   bootedSlot,
@@ -147,7 +148,7 @@ export async function runHealthGate(o: GateOptions): Promise<number> {
   log.info({ slot: booted, version, soakSeconds: cfg.healthSoakSeconds }, "health gate: assessing this boot");
 
   const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, o.tls));
-  const registry = new EtcdRegistry(client, new Keys(cfg.etcdPrefix));
+  const { registry, feed } = openRegistry(client, new Keys(cfg.etcdPrefix), log.child({ part: "registry" }));
   const limits = { soakMs: cfg.healthSoakSeconds * 1000, settleMs: cfg.healthSettleSeconds * 1000 };
   const startedAt = Date.now();
   let healthySince: number | undefined;
@@ -176,6 +177,7 @@ export async function runHealthGate(o: GateOptions): Promise<number> {
       await new Promise((r) => setTimeout(r, ROUND_MS));
     }
   } finally {
+    await feed.stop();
     client.close();
   }
 }
@@ -211,7 +213,7 @@ function tcpTarget(listen: string): { host: string; port: number } | undefined {
   };
 }
 
-async function clusterChecks(registry: EtcdRegistry, machineID: string): Promise<CheckResult[]> {
+async function clusterChecks(registry: Registry, machineID: string): Promise<CheckResult[]> {
   try {
     const snap = await registry.snapshot();
     const inactive = inactiveScheduledUnits(machineID, snap.units, snap.schedule, snap.states);

@@ -2,7 +2,7 @@
 // `update/groups/<group>/holders/`, each key bound to a lease of its own.
 //
 // Why it looks like this (locksmith and Airlock kept the holder list in one value, so a holder
-// that died held its slot forever; os-updates.md §3):
+// that died held its slot forever; docs/updates.md):
 // - A holder's key lives on a dedicated lease (TTL `leaseSeconds`, 900 s by default, longer than a
 //   reboot), so a holder that never comes back frees its slot by itself, and one that reboots
 //   keeps it by keeping the same lease alive: the lease ID is stored on disk, and `keepAlive`

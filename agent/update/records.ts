@@ -87,7 +87,7 @@ export interface CheckRequest {
 /** The check target meaning every machine; machine IDs are 32 hex digits, so never "all". */
 export const CHECK_ALL = "all";
 
-/** FleetLock's group rule (os-updates.md §3), used for every group name. */
+/** FleetLock's group rule (docs/updates.md), used for every group name. */
 const GROUP_RE = /^[a-zA-Z0-9.-]+$/;
 /** Holder IDs become key names and table cells: printable, no "/", bounded. */
 const MAX_ID_LENGTH = 256;

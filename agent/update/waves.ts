@@ -1,4 +1,4 @@
-// Phased rollout (Bottlerocket-style waves, os-updates.md §4): each machine has a position in
+// Phased rollout (Bottlerocket-style waves, docs/updates.md): each machine has a position in
 // [0,1) derived from its machine-id, and becomes eligible for a release when the first wave whose
 // cumulative share covers that position has started.
 

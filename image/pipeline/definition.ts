@@ -122,7 +122,7 @@ export interface BudgetLine {
 }
 
 /**
- * The growth budget (os-updates.md §5: partitions that cannot grow are the most common update
+ * The growth budget (docs/image.md: partitions that cannot grow are the most common update
  * failure): the /usr payload may use at most half its slot, and the ESP must hold two kernels +
  * initrds (one per slot) with 50% to spare, plus the boot loader.
  */

@@ -93,6 +93,9 @@ export async function launchEtcd(r: Run, opts: EtcdOptions, ownsRun: boolean): P
     `--peer-trusted-ca-file=${server.ca}`,
     `--peer-cert-file=${server.cert}`,
     `--peer-key-file=${server.key}`,
+    // As the image's etcd-member.service (docs/etcd-keys.md, "Compaction").
+    "--auto-compaction-mode=periodic",
+    "--auto-compaction-retention=1h",
   ];
   let proc: Spawned | undefined;
 

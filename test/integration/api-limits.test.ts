@@ -17,9 +17,10 @@ import type { JournalOptions, UnitCommands } from "../../agent/api/commands.js";
 import { hostUnitCheck } from "../../agent/api/hostunits.js";
 import { type ApiServer, createApiServer } from "../../agent/api/server.js";
 import { createEtcdClient } from "../../agent/registry/client.js";
-import { EtcdRegistry } from "../../agent/registry/etcd.js";
+import type { ViewFeed } from "../../agent/registry/feed.js";
 import { Keys } from "../../agent/registry/keys.js";
-import { type Etcd, startEtcd } from "../harness/index.js";
+import { openRegistry } from "../../agent/registry/open.js";
+import { type Etcd, harnessPki, startEtcd } from "../harness/index.js";
 import { type HttpAnswer, httpRequest, waitFor } from "./support.js";
 
 const M1 = "1".repeat(32);
@@ -52,6 +53,7 @@ class QuietCommands implements UnitCommands {
 
 let etcd: Etcd;
 let client: Etcd3;
+let feed: ViewFeed;
 let keys: Keys;
 let dir: string;
 let socketPath: string;
@@ -89,10 +91,15 @@ function openIdle(count: number, connect: () => net.Socket): Promise<net.Socket[
 
 beforeAll(async () => {
   etcd = await startEtcd();
-  client = createEtcdClient([etcd.endpoint]);
+  client = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
   keys = new Keys(`/api-limits-${randomBytes(4).toString("hex")}/`);
-  const registry = new EtcdRegistry(client, keys);
+  const opened = openRegistry(client, keys, pino({ level: "silent" }));
+  const registry = opened.registry;
+  feed = opened.feed;
+  await feed.ready();
   dir = mkdtempSync(path.join(tmpdir(), "flotilla-api-limits-"));
+  const pki = harnessPki();
+  const tls = pki.material(pki.machine("api-limits", ["127.0.0.1"], dir));
   socketPath = path.join(dir, "fleet.sock");
   const listener = { headersTimeoutMs: 5_000, requestTimeoutMs: 10_000, idleTimeoutMs: IDLE_MS };
   server = createApiServer({
@@ -111,9 +118,10 @@ beforeAll(async () => {
       socket: { maxConnections: SOCKET_CAP, ...listener },
       journalFollows: FOLLOWS,
     },
+    tls,
   });
-  const bound = await server.listen({ socketPath, tcp: "127.0.0.1:0" });
-  base = `http://127.0.0.1:${bound.tcp?.port}`;
+  const bound = await server.listen({ socketPath, tcp: "127.0.0.1:0", tls });
+  base = `https://127.0.0.1:${bound.tcp?.port}`;
   await registry.putUnit({ name: "hello.service", options: HELLO, hash: "", desiredState: "launched" });
   await client
     .put(keys.schedule("hello.service"))
@@ -122,6 +130,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await server?.close();
+  await feed?.stop();
   client?.close();
   await etcd?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });

@@ -19,8 +19,10 @@ import type { WireUnit, WireUnitPage } from "../../agent/api/schema.js";
 import { type ApiServer, createApiServer, DISCOVERY_JSON } from "../../agent/api/server.js";
 import type { Machine, UnitState } from "../../agent/model.js";
 import { createEtcdClient } from "../../agent/registry/client.js";
-import { EtcdRegistry } from "../../agent/registry/etcd.js";
+import type { EtcdRegistry } from "../../agent/registry/etcd.js";
+import type { ViewFeed } from "../../agent/registry/feed.js";
 import { Keys } from "../../agent/registry/keys.js";
+import { openRegistry } from "../../agent/registry/open.js";
 import { createCA, issueClient } from "../../scripts/lib/pki.js";
 import { type Etcd, harnessPki, startEtcd, type TlsFiles } from "../harness/index.js";
 import { fleetctl, type HttpAnswer, httpRequest } from "./support.js";
@@ -72,6 +74,7 @@ let etcd: Etcd;
 let client: Etcd3;
 let keys: Keys;
 let registry: EtcdRegistry;
+let feed: ViewFeed;
 let dir: string;
 let socketPath: string;
 let ready = true;
@@ -123,8 +126,10 @@ function expectError(res: Answer, status: number, message: string | RegExp): voi
   else expect(body.error.message).toMatch(message);
 }
 
+/** Writes behind the API's back, then waits until the agent's view holds the write. */
 async function putJSON(key: string, value: unknown): Promise<void> {
-  await client.put(key).value(JSON.stringify(value));
+  const res = await client.put(key).value(JSON.stringify(value)).exec();
+  await feed.current(Number(res.header.revision), 5000);
 }
 
 function machine(id: string, apiURL: string, metadata: Record<string, string> = {}): Machine {
@@ -147,7 +152,8 @@ beforeAll(async () => {
   etcd = await startEtcd();
   client = createEtcdClient([etcd.endpoint], { tls: etcd.tls });
   keys = new Keys(`/api-test-${randomBytes(4).toString("hex")}/`);
-  registry = new EtcdRegistry(client, keys);
+  ({ registry, feed } = openRegistry(client, keys, pino({ level: "silent" })));
+  await feed.ready();
   dir = mkdtempSync(path.join(tmpdir(), "flotilla-api-"));
   socketPath = path.join(dir, "fleet.sock");
   // Each server has its machine certificate: it serves TLS with it and proxies to the other with it.
@@ -168,6 +174,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await serverA?.close();
+  await feed?.stop();
   await serverB?.close();
   client?.close();
   await etcd?.close();

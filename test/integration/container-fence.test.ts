@@ -28,6 +28,18 @@ async function sh(script: string): Promise<string> {
   return r.stdout;
 }
 
+/**
+ * A TCP connection from inside the probe container: nc's error (e.g. "Connection refused"), or
+ * "open" when it connected and was still connected 3 s later (the API and etcd speak TLS, which
+ * busybox cannot, and wait for a handshake). The fence acts on connections and refuses them with
+ * a reset, so a refusal is immediate and explicit.
+ */
+async function probeTcp(host: string, port: number): Promise<string> {
+  const argv = ["podman", "exec", "systemd-probe", "timeout", "3", "nc", host, String(port)];
+  const r = await m.exec(argv, { timeoutMs: 30_000 });
+  return r.stderr.includes("can't connect") ? `closed: ${r.stderr.trim()}` : "open";
+}
+
 /** GET from inside the probe container: the body, or wget's error (e.g. "Connection refused"). */
 async function probe(url: string): Promise<string> {
   // busybox's own `timeout`: its wget -T crashes on a refused connection.
@@ -36,8 +48,11 @@ async function probe(url: string): Promise<string> {
   return r.code === 0 ? `open: ${r.stdout}` : `closed: ${r.stderr.trim()}`;
 }
 
-const etcdURL = () => `${cluster.endpoint}/version`;
-const apiURL = (host: string) => `http://${host}:7480/fleet/v1/machines`;
+const API_PORT = 7480;
+const etcdAddress = () => {
+  const u = new URL(cluster.endpoint);
+  return { host: u.hostname, port: Number(u.port) };
+};
 
 beforeAll(async () => {
   const { archive } = await buildTestImage();
@@ -77,15 +92,21 @@ describe("the container fence", () => {
     const gateway = /default via (\S+)/.exec(await sh("podman exec systemd-probe ip route"))?.[1];
     expect(gateway).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     // From the machine itself (and the host) the API and etcd answer: what is refused is the container.
-    expect(await sh(`curl -sS -m 5 -o /dev/null -w '%{http_code}' ${apiURL(m.ip)}`)).toBe("200");
+    const tls =
+      "--cacert /etc/flotilla/tls/ca.pem --cert /etc/flotilla/tls/machine.pem --key /etc/flotilla/tls/machine-key.pem";
+    expect(
+      await sh(
+        `curl -sS -m 5 ${tls} -o /dev/null -w '%{http_code}' https://${m.ip}:${API_PORT}/flotilla/v1/health`,
+      ),
+    ).toBe("200");
 
     const results = {
-      api: await probe(apiURL(m.ip)),
-      apiOnGateway: await probe(apiURL(gateway as string)),
-      etcd: await probe(etcdURL()),
+      api: await probeTcp(m.ip, API_PORT),
+      apiOnGateway: await probeTcp(gateway as string, API_PORT),
+      etcd: await probeTcp(etcdAddress().host, etcdAddress().port),
       besideEtcd: await probe(controlURL),
     };
-    const refused = (ip: string) => `closed: wget: can't connect to remote host (${ip}): Connection refused`;
+    const refused = (ip: string) => `closed: nc: can't connect to remote host (${ip}): Connection refused`;
     expect(results).toEqual({
       api: refused(m.ip),
       apiOnGateway: refused(gateway as string),
@@ -111,8 +132,8 @@ describe("the container fence", () => {
 
   it("it is the agent's table: without it the probes get through; a restarted agent puts it back", async () => {
     await sh("nft delete table inet flotilla");
-    expect(await probe(apiURL(m.ip))).toMatch(/^open: \{/);
-    expect(await probe(etcdURL())).toMatch(/^open: \{"etcdserver"/);
+    expect(await probeTcp(m.ip, API_PORT)).toBe("open");
+    expect(await probeTcp(etcdAddress().host, etcdAddress().port)).toBe("open");
 
     await sh("systemctl restart flotilla-agent.service");
     await waitFor(
@@ -120,15 +141,15 @@ describe("the container fence", () => {
       async () => (await sh("nft list tables")).includes("inet flotilla"),
       30_000,
     );
-    expect(await probe(apiURL(m.ip))).toMatch(/Connection refused/);
-    expect(await probe(etcdURL())).toMatch(/Connection refused/);
+    expect(await probeTcp(m.ip, API_PORT)).toMatch(/Connection refused/);
+    expect(await probeTcp(etcdAddress().host, etcdAddress().port)).toMatch(/Connection refused/);
   });
 
   it("survives podman creating and removing networks (netavark's own rules)", async () => {
     const before = await sh("nft list table inet flotilla");
     await sh("podman network create fence-test && podman network rm fence-test");
     expect(await sh("nft list table inet flotilla")).toBe(before);
-    expect(await probe(apiURL(m.ip))).toMatch(/Connection refused/);
+    expect(await probeTcp(m.ip, API_PORT)).toMatch(/Connection refused/);
     expect(await probe(controlURL)).toBe("open: beside etcd\n");
   });
 });

@@ -14,8 +14,9 @@ import type { WireUpdates } from "../../agent/api/schema.js";
 import { type ApiServer, createApiServer } from "../../agent/api/server.js";
 import type { Machine } from "../../agent/model.js";
 import { createEtcdClient } from "../../agent/registry/client.js";
-import { EtcdRegistry } from "../../agent/registry/etcd.js";
+import type { ViewFeed } from "../../agent/registry/feed.js";
 import { Keys } from "../../agent/registry/keys.js";
+import { openRegistry } from "../../agent/registry/open.js";
 import { RebootLock } from "../../agent/update/lock.js";
 import type { UpdateStatus } from "../../agent/update/records.js";
 import { UpdateStore } from "../../agent/update/store.js";
@@ -34,6 +35,7 @@ let keys: Keys;
 let lock: RebootLock;
 let store: UpdateStore;
 let server: ApiServer;
+let feed: ViewFeed;
 let base: string;
 
 beforeAll(async () => {
@@ -42,8 +44,11 @@ beforeAll(async () => {
   keys = new Keys(`/update-lock-${randomBytes(4).toString("hex")}/`);
   lock = new RebootLock(client, keys, { leaseSeconds: TTL });
   store = new UpdateStore(client, keys);
+  const opened = openRegistry(client, keys, pino({ level: "silent" }));
+  feed = opened.feed;
+  await feed.ready();
   server = createApiServer({
-    registry: new EtcdRegistry(client, keys),
+    registry: opened.registry,
     version: "9.9.9-test",
     log: pino({ level: "silent" }),
     isReady: () => true,
@@ -58,11 +63,17 @@ beforeAll(async () => {
   base = `https://127.0.0.1:${bound.tcp?.port}`;
   const machine = (id: string): Machine => ({ id, publicIP: `10.0.0.${id[0]}`, metadata: {}, version: "x" });
   await client.put(keys.machine(M1)).value(JSON.stringify(machine(M1)));
-  await client.put(keys.machine(M2)).value(JSON.stringify(machine(M2)));
+  const put = await client
+    .put(keys.machine(M2))
+    .value(JSON.stringify(machine(M2)))
+    .exec();
+  // The API reads machines from its view: wait until the view holds both.
+  await feed.current(Number(put.header.revision), 5000);
 });
 
 afterAll(async () => {
   await server?.close();
+  await feed?.stop();
   client?.close();
   await etcd?.close();
 });

@@ -1,4 +1,4 @@
-// Size budget (os-updates.md §5): the /usr payload may fill at most half its slot and the ESP must
+// Size budget (docs/image.md): the /usr payload may fill at most half its slot and the ESP must
 // hold two kernels + initrds with 50% to spare. The real build's sizes are checked against it in
 // test/integration/image-build.test.ts.
 

@@ -1,14 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { parseSnapshot } from "../../agent/registry/etcd.js";
 import { Keys } from "../../agent/registry/keys.js";
+import { ClusterView } from "../../agent/registry/view.js";
 
 const kv = (key: string, value: unknown) => ({
-  key: Buffer.from(key),
-  value: Buffer.from(typeof value === "string" ? value : JSON.stringify(value)),
-  create_revision: "1",
-  mod_revision: "1",
-  version: "1",
-  lease: "0",
+  key,
+  value: typeof value === "string" ? value : JSON.stringify(value),
 });
 
 describe("etcd key layout", () => {
@@ -25,16 +21,21 @@ describe("etcd key layout", () => {
   });
 
   it("builds a snapshot, merging dynamic metadata and reporting corrupt values", () => {
-    const snap = parseSnapshot(keys, 42, [
-      kv("/t/units/b.service", { name: "b.service", options: [], hash: "h", desiredState: "launched" }),
-      kv("/t/units/a.service", { name: "a.service", options: [], hash: "h", desiredState: "loaded" }),
-      kv("/t/machines/m2", { id: "m2", publicIP: "10.0.0.2", metadata: { region: "eu" }, version: "x" }),
-      kv("/t/metadata/m2/region", "us"),
-      kv("/t/metadata/m2/disk", "ssd"),
-      kv("/t/schedule/a.service", { machineID: "m2", at: 1, reason: "r" }),
-      kv("/t/schedule/broken.service", "{not json"),
-      kv("/t/engine/leader", "m2"),
-    ]);
+    const view = new ClusterView(keys);
+    view.load(
+      [
+        kv("/t/units/b.service", { name: "b.service", options: [], hash: "h", desiredState: "launched" }),
+        kv("/t/units/a.service", { name: "a.service", options: [], hash: "h", desiredState: "loaded" }),
+        kv("/t/machines/m2", { id: "m2", publicIP: "10.0.0.2", metadata: { region: "eu" }, version: "x" }),
+        kv("/t/metadata/m2/region", "us"),
+        kv("/t/metadata/m2/disk", "ssd"),
+        kv("/t/schedule/a.service", { machineID: "m2", at: 1, reason: "r" }),
+        kv("/t/schedule/broken.service", "{not json"),
+        kv("/t/engine/leader", "m2"),
+      ],
+      42,
+    );
+    const snap = view.snapshot();
     expect(snap.revision).toBe(42);
     expect(snap.units.map((u) => u.name)).toEqual(["a.service", "b.service"]);
     expect(snap.machines[0]?.metadata).toEqual({ region: "us", disk: "ssd" });

@@ -1,0 +1,320 @@
+// The agent's in-memory copy of the registry (docs/architecture.md, "The view"). It is a plain data
+// structure: `feed.ts` fills it with a paged list, then keeps it current from one watch. Values are
+// checked and parsed once, when they arrive; passes and API reads then cost no etcd request.
+//
+// Every agent keeps every unit, placement and state, not only its own: each agent is an engine
+// candidate (a new leader must decide at once, not list first) and serves the whole fleet API.
+
+import {
+  DESIRED_STATES,
+  type FailureRecord,
+  type Machine,
+  type Placement,
+  type UnitRecord,
+  type UnitState,
+} from "../model.js";
+import type { KeyFamily, Keys } from "./keys.js";
+import type { ClusterSnapshot, PendingReason } from "./registry.js";
+
+/** One key as listed. */
+export interface KvEntry {
+  key: string;
+  value: string;
+}
+
+/** One watched change; `revision` is the change's own etcd revision (its mod revision). */
+export type ViewEvent =
+  | { type: "put"; key: string; value: string; revision: number }
+  | { type: "delete"; key: string; revision: number };
+
+/** The key families the view keeps; a relist reads exactly these prefixes. */
+const KEPT: readonly KeyFamily[] = [
+  "units",
+  "schedule",
+  "pending",
+  "failures",
+  "machines",
+  "metadata",
+  "states",
+];
+
+export class ClusterView {
+  private readonly units = new Map<string, UnitRecord>();
+  private readonly schedule = new Map<string, Placement>();
+  private readonly pending = new Map<string, PendingReason>();
+  private readonly failures = new Map<string, FailureRecord>();
+  private readonly machines = new Map<string, Machine>();
+  /** Machine ID → key → value, merged over the machine's own metadata. */
+  private readonly metadata = new Map<string, Map<string, string>>();
+  /** Unit name → machine ID → state. */
+  private readonly states = new Map<string, Map<string, UnitState>>();
+  private readonly corrupt = new Set<string>();
+  private rev = 0;
+  /** The last snapshot built, handed out again until something the view keeps changes. */
+  private cached: ClusterSnapshot | undefined;
+
+  constructor(readonly keys: Keys) {}
+
+  /** The etcd revision the view is current to (list revision, then each watched change). */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** Prefixes a relist reads: the families kept, in key order. */
+  prefixes(): string[] {
+    return KEPT.map((f) => this.keys.familyPrefix(f)).sort();
+  }
+
+  /** Replaces the whole content with a list taken at `revision`. */
+  load(entries: readonly KvEntry[], revision: number): void {
+    for (const m of [this.units, this.schedule, this.pending, this.failures, this.machines]) m.clear();
+    this.metadata.clear();
+    this.states.clear();
+    this.corrupt.clear();
+    for (const e of entries) this.put(e.key, e.value);
+    this.rev = revision;
+    this.cached = undefined;
+  }
+
+  /** Applies watched changes in order. Returns whether any of them touched what the view keeps. */
+  apply(events: readonly ViewEvent[]): boolean {
+    let changed = false;
+    for (const ev of events) {
+      if (ev.revision > this.rev) this.rev = ev.revision;
+      const kept = ev.type === "put" ? this.put(ev.key, ev.value) : this.remove(ev.key);
+      changed ||= kept;
+    }
+    if (changed) this.cached = undefined;
+    return changed;
+  }
+
+  /** A watch progress report: nothing under the prefix changed up to `revision`. */
+  advance(revision: number): void {
+    if (revision > this.rev) this.rev = revision;
+  }
+
+  /**
+   * The cluster as one snapshot. Built once per change and shared: callers must not modify it.
+   * Its `revision` is the view's revision when it was built; later changes outside the kept
+   * families (services, update records) do not rebuild it.
+   */
+  snapshot(): ClusterSnapshot {
+    if (this.cached) return this.cached;
+    const byName = (a: { name: string }, b: { name: string }) => cmp(a.name, b.name);
+    const snap: ClusterSnapshot = {
+      revision: this.rev,
+      units: [...this.units.values()].sort(byName),
+      schedule: new Map(this.schedule),
+      pending: new Map(this.pending),
+      failures: new Map(this.failures),
+      machines: this.machineList(),
+      states: [...this.states.values()]
+        .flatMap((perMachine) => [...perMachine.values()])
+        .sort((a, b) => cmp(a.name, b.name) || cmp(a.machineID, b.machineID)),
+      corrupt: [...this.corrupt].sort(),
+    };
+    this.cached = snap;
+    return snap;
+  }
+
+  unit(name: string): UnitRecord | undefined {
+    return this.units.get(name);
+  }
+
+  placement(name: string): Placement | undefined {
+    return this.schedule.get(name);
+  }
+
+  /** The states machines report for one unit, in machine-ID order. */
+  statesOf(name: string): UnitState[] {
+    return [...(this.states.get(name)?.values() ?? [])].sort((a, b) => cmp(a.machineID, b.machineID));
+  }
+
+  /** Machines with their dynamic metadata merged over their own, in ID order. */
+  machineList(): Machine[] {
+    return [...this.machines.values()]
+      .map((m) => {
+        const extra = this.metadata.get(m.id);
+        return extra ? { ...m, metadata: { ...m.metadata, ...Object.fromEntries(extra) } } : m;
+      })
+      .sort((a, b) => cmp(a.id, b.id));
+  }
+
+  /** Counts per family, for health and logs. */
+  size(): { units: number; schedule: number; states: number; machines: number } {
+    let states = 0;
+    for (const s of this.states.values()) states += s.size;
+    return { units: this.units.size, schedule: this.schedule.size, states, machines: this.machines.size };
+  }
+
+  /** Stores one value; returns whether the key is one the view keeps. A bad value drops the key. */
+  private put(key: string, value: string): boolean {
+    const k = this.keys.classify(key);
+    if (!k || !KEPT.includes(k.family)) return false;
+    this.remove(key);
+    try {
+      this.store(k.family, k.rest, value);
+    } catch {
+      // A corrupt value (hand-edited etcd) must not take the whole cluster view down.
+      this.corrupt.add(key);
+    }
+    return true;
+  }
+
+  private store(family: KeyFamily, rest: string, value: string): void {
+    switch (family) {
+      case "units":
+        this.units.set(rest, parseUnitRecord(rest, value));
+        return;
+      case "schedule":
+        this.schedule.set(rest, parsePlacement(value));
+        return;
+      case "pending":
+        this.pending.set(rest, parsePending(value));
+        return;
+      case "failures":
+        this.failures.set(rest, parseFailures(value));
+        return;
+      case "machines":
+        this.machines.set(rest, parseMachine(rest, value));
+        return;
+      case "metadata": {
+        const slash = rest.indexOf("/");
+        if (slash <= 0 || slash === rest.length - 1) throw new Error("metadata key without machine or name");
+        const id = rest.slice(0, slash);
+        const perMachine = this.metadata.get(id) ?? new Map<string, string>();
+        perMachine.set(rest.slice(slash + 1), value);
+        this.metadata.set(id, perMachine);
+        return;
+      }
+      case "states": {
+        const slash = rest.lastIndexOf("/");
+        if (slash <= 0) throw new Error("state key without machine");
+        const name = rest.slice(0, slash);
+        const machineID = rest.slice(slash + 1);
+        const perMachine = this.states.get(name) ?? new Map<string, UnitState>();
+        perMachine.set(machineID, parseUnitState(name, machineID, value));
+        this.states.set(name, perMachine);
+        return;
+      }
+    }
+  }
+
+  private remove(key: string): boolean {
+    const k = this.keys.classify(key);
+    if (!k || !KEPT.includes(k.family)) return false;
+    this.corrupt.delete(key);
+    const { rest } = k;
+    switch (k.family) {
+      case "units":
+        this.units.delete(rest);
+        break;
+      case "schedule":
+        this.schedule.delete(rest);
+        break;
+      case "pending":
+        this.pending.delete(rest);
+        break;
+      case "failures":
+        this.failures.delete(rest);
+        break;
+      case "machines":
+        this.machines.delete(rest);
+        break;
+      case "metadata":
+        deleteNested(this.metadata, rest, rest.indexOf("/"));
+        break;
+      case "states":
+        deleteNested(this.states, rest, rest.lastIndexOf("/"));
+        break;
+    }
+    return true;
+  }
+}
+
+function deleteNested<T>(outer: Map<string, Map<string, T>>, rest: string, slash: number): void {
+  if (slash <= 0) return;
+  const id = rest.slice(0, slash);
+  const inner = outer.get(id);
+  if (inner?.delete(rest.slice(slash + 1)) && inner.size === 0) outer.delete(id);
+}
+
+// Value checks: the shape each family's writer produces. A value that fails is reported as corrupt.
+
+function parseObject(value: string): Record<string, unknown> {
+  const v: unknown = JSON.parse(value);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not a JSON object");
+  return v as Record<string, unknown>;
+}
+
+function str(o: Record<string, unknown>, field: string): string {
+  const v = o[field];
+  if (typeof v !== "string") throw new Error(`${field}: not a string`);
+  return v;
+}
+
+function num(o: Record<string, unknown>, field: string): number {
+  const v = o[field];
+  if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`${field}: not a number`);
+  return v;
+}
+
+export function parseUnitRecord(name: string, value: string): UnitRecord {
+  const o = parseObject(value);
+  if (str(o, "name") !== name) throw new Error("name differs from its key");
+  const state = str(o, "desiredState");
+  if (!(DESIRED_STATES as readonly string[]).includes(state)) throw new Error("bad desiredState");
+  str(o, "hash");
+  const options = o.options;
+  if (!Array.isArray(options)) throw new Error("options: not an array");
+  for (const opt of options) {
+    if (typeof opt !== "object" || opt === null) throw new Error("options: not objects");
+    const r = opt as Record<string, unknown>;
+    str(r, "section");
+    str(r, "name");
+    str(r, "value");
+  }
+  return o as unknown as UnitRecord;
+}
+
+export function parsePlacement(value: string): Placement {
+  const o = parseObject(value);
+  str(o, "machineID");
+  num(o, "at");
+  return o as unknown as Placement;
+}
+
+function parsePending(value: string): PendingReason {
+  const o = parseObject(value);
+  str(o, "reason");
+  num(o, "at");
+  return o as unknown as PendingReason;
+}
+
+function parseFailures(value: string): FailureRecord {
+  const o = parseObject(value);
+  str(o, "hash");
+  if (!Array.isArray(o.moves)) throw new Error("moves: not an array");
+  return o as unknown as FailureRecord;
+}
+
+function parseMachine(id: string, value: string): Machine {
+  const o = parseObject(value);
+  if (str(o, "id") !== id) throw new Error("id differs from its key");
+  str(o, "publicIP");
+  const md = o.metadata;
+  if (typeof md !== "object" || md === null || Array.isArray(md)) throw new Error("metadata: not an object");
+  return o as unknown as Machine;
+}
+
+function parseUnitState(name: string, machineID: string, value: string): UnitState {
+  const o = parseObject(value);
+  if (str(o, "name") !== name || str(o, "machineID") !== machineID)
+    throw new Error("unit or machine differs from its key");
+  for (const f of ["hash", "loadState", "activeState", "subState"]) str(o, f);
+  return o as unknown as UnitState;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
