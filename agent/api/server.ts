@@ -479,7 +479,15 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         if (!opts.tls)
           throw new Error("the TCP API is TLS only: it needs the cluster CA, a certificate and a key");
         const server = https.createServer(
-          { ...opts.tls, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.2" },
+          {
+            ...opts.tls,
+            requestCert: true,
+            rejectUnauthorized: true,
+            minVersion: "TLSv1.2",
+            // A connection that never completes its handshake holds a slot of the listener's cap
+            // like an idle one: it gets as long as a request's headers, not Node's 120 s.
+            handshakeTimeout: limits.tcp.headersTimeoutMs,
+          },
           handler,
         );
         // Refused handshakes (no certificate, another CA, expired) are the client's problem; the

@@ -3,14 +3,15 @@
 // 1 MB units, a flood of idle TCP connections, more followed journals than the cap, and slow
 // DNS-over-TCP clients. Each gets its refusal, nothing stored is lost, and the agent stays healthy.
 
-import http from "node:http";
+import type http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULT_API_LIMITS } from "../../agent/api/limits.js";
 import { decodeMessage, encodeMessage, RCODE, TYPE } from "../../agent/discovery/dns.js";
 import { DEFAULT_DNS_TCP_MAX_CONNECTIONS } from "../../agent/discovery/server.js";
-import { Cluster, type Machine } from "../harness/index.js";
+import { Cluster, harnessPki, type Machine } from "../harness/index.js";
 import { EtcdView, type HttpAnswer, httpRequest, waitFor } from "./support.js";
 
 const TCP_CAP = DEFAULT_API_LIMITS.tcp.maxConnections;
@@ -251,11 +252,12 @@ describe("a flood of idle TCP connections", () => {
       expect(Date.now() - t0).toBeLessThan(IDLE_MS - 5_000);
       // A fresh TCP client finds the listener full…
       const fresh = await new Promise<string>((resolve) => {
-        const req = http.get({
+        const req = https.get({
           host: url.hostname,
           port: url.port,
           path: "/flotilla/v1/health",
           agent: false,
+          ...harnessPki().material(),
         });
         req.setTimeout(5_000, () => req.destroy(new Error("timeout")));
         req.on("response", (res) => resolve(String(res.statusCode)));
@@ -291,11 +293,12 @@ describe("followed journals", () => {
     const follows: http.ClientRequest[] = [];
     const follow = () =>
       new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = http.get({
+        const req = https.get({
           host: url.hostname,
           port: url.port,
           path: "/flotilla/v1/units/hello.service/journal?follow=1&lines=1",
           agent: false,
+          ...harnessPki().material(),
         });
         follows.push(req);
         req.on("error", reject);
