@@ -1,23 +1,21 @@
-// systemd over D-Bus (dbus-next): the adapter that applies the agent's tasks. Unit files live in
-// /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
+// systemd over D-Bus (dbus-next): the UnitManager port (port.ts) on a real machine. Unit files live
+// in /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
 // arrive by subscription (PropertiesChanged, JobRemoved); one ListUnitsByNames call then reads
 // the states of fleet's units, instead of polling every unit.
 
 import { EventEmitter } from "node:events";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import dbus from "dbus-next";
 import type { Logger } from "../log.js";
+import { templateOf } from "../unit/names.js";
+import type { SystemdUnitState, UnitManager } from "./port.js";
+
+export type { SystemdUnitState } from "./port.js";
 
 const SYSTEMD = "org.freedesktop.systemd1";
 const SYSTEMD_PATH = "/org/freedesktop/systemd1";
 const MANAGER = "org.freedesktop.systemd1.Manager";
-
-export interface SystemdUnitState {
-  loadState: string;
-  activeState: string;
-  subState: string;
-}
 
 /** The org.freedesktop.systemd1.Manager methods this adapter calls. */
 interface ManagerInterface extends EventEmitter {
@@ -30,6 +28,7 @@ interface ManagerInterface extends EventEmitter {
   StartUnit(name: string, mode: string): Promise<string>;
   StopUnit(name: string, mode: string): Promise<string>;
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
+  ListUnitFilesByPatterns(states: string[], patterns: string[]): Promise<[string, string][]>;
 }
 
 export interface SystemdEvents {
@@ -39,7 +38,7 @@ export interface SystemdEvents {
   disconnected: [Error];
 }
 
-export class SystemdManager extends EventEmitter<SystemdEvents> {
+export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitManager {
   private constructor(
     private readonly bus: dbus.MessageBus,
     private readonly manager: ManagerInterface,
@@ -82,21 +81,24 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     this.bus.on("error", (err: Error) => this.emit("disconnected", err));
   }
 
-  /** Writes the unit file, links it at runtime and reloads systemd. */
-  async load(name: string, contents: string, enable: boolean): Promise<void> {
+  async writeUnit(name: string, contents: string, enable: boolean): Promise<void> {
     const path = join(this.unitDir, name);
     await writeFile(path, contents, { mode: 0o644 });
     await this.manager.LinkUnitFiles([path], true, true);
     // [Install] units are enabled too, as fleet does (systemctl enable --runtime).
     if (enable) await this.manager.EnableUnitFiles([path], true, true);
+  }
+
+  async removeUnit(name: string): Promise<void> {
+    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
+    await rm(join(this.unitDir, name), { force: true });
+  }
+
+  async reload(): Promise<void> {
     await this.manager.Reload();
   }
 
-  /** Removes the unit's link and file, forgets a failed state, and reloads systemd. */
-  async unload(name: string): Promise<void> {
-    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
-    await rm(join(this.unitDir, name), { force: true });
-    await this.manager.Reload();
+  async resetFailed(name: string): Promise<void> {
     await this.manager.ResetFailedUnit(name).catch(this.ignoreNoSuchUnit(name));
   }
 
@@ -132,6 +134,37 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
         });
     }
     return out;
+  }
+
+  /**
+   * Asks systemd which unit files of these names (or of their templates, for instances) its search
+   * path holds. Ours are links into unitDir; any other file is the machine's own unit.
+   */
+  async hostUnits(names: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (names.length === 0) return out;
+    const byFile = new Map<string, string[]>();
+    for (const name of names) {
+      for (const file of [name, templateOf(name)]) {
+        if (file === undefined) continue;
+        byFile.set(file, [...(byFile.get(file) ?? []), name]);
+      }
+    }
+    const rows = await this.manager.ListUnitFilesByPatterns([], [...byFile.keys()]);
+    for (const [path] of rows) {
+      const owners = byFile.get(path.slice(path.lastIndexOf("/") + 1));
+      if (owners === undefined || (await this.isOurLink(path))) continue;
+      for (const name of owners) if (!out.has(name)) out.set(name, path);
+    }
+    return out;
+  }
+
+  private async isOurLink(path: string): Promise<boolean> {
+    try {
+      return dirname(resolve(dirname(path), await readlink(path))) === resolve(this.unitDir);
+    } catch {
+      return false; // not a link: a unit file of the machine's own
+    }
   }
 
   close(): void {
