@@ -1,6 +1,6 @@
 import type { Firmware } from "./boot-loader.js";
 import { type Etcd, launchEtcd } from "./etcd.js";
-import { ensureHostPackages } from "./host.js";
+import { ensureHostPackages, ensureInotifyInstances } from "./host.js";
 import { log, since } from "./log.js";
 import { Machine } from "./machine.js";
 import { runOk } from "./proc.js";
@@ -68,6 +68,7 @@ export class Cluster {
     }
     const t = performance.now();
     await ensureHostPackages();
+    ensureInotifyInstances(opts.machines);
     const rootfs = await (opts.rootfs ?? imageRootfs)();
     const r = Run.create();
     try {
