@@ -1,32 +1,22 @@
 // Agent memory on an idle machine: one real machine, N units started at once and left running,
-// then the agent's RSS once the cluster has been quiet for a while. Prints figures only.
-//   npx tsx bench/agent-rss.ts [--units=100] [--idle-s=30] [--dist=DIR] [--node-options='--flag …']
-// --node-options runs the agent with NODE_OPTIONS (through its environment file), to try V8 flags
-// without rebuilding the image; --dist runs another build of the agent.
+// then the agent's RSS once the machine has been quiet for a while. Prints figures only.
+//   npx tsx bench/agent-rss.ts [--units=100] [--idle-s=30] [--dist=DIR] [--variants='A|B|…']
+// Each variant is a NODE_OPTIONS value (empty: the agent as its unit file runs it) tried in turn on
+// the same machine by restarting the agent, to compare V8 flags without rebuilding the image.
 
-import { Cluster } from "../test/harness/index.js";
+import { Cluster, type Machine } from "../test/harness/index.js";
 import { EtcdView, waitFor } from "../test/integration/support.js";
 
-const arg = (name: string) =>
-  process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? undefined;
+const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const count = Number(arg("units") ?? 100);
 const idleSeconds = Number(arg("idle-s") ?? 30);
 const distDir = arg("dist");
-const nodeOptions = arg("node-options");
+const variants = (arg("variants") ?? "").split("|");
 
-const cluster = await Cluster.start({
-  machines: 1,
-  ...(distDir ? { distDir } : {}),
-  ...(nodeOptions ? { agentEnv: { NODE_OPTIONS: nodeOptions } } : {}),
-});
-const etcd = new EtcdView(cluster.endpoint);
-try {
-  const machine = cluster.machines[0];
-  if (!machine) throw new Error("no machine");
-  const names = Array.from({ length: count }, (_, i) => `rss-${i}.service`);
+async function putUnits(api: string, names: string[]): Promise<void> {
   await Promise.all(
     names.map(async (name) => {
-      const res = await fetch(`${machine.apiURL}/fleet/v1/units/${encodeURIComponent(name)}`, {
+      const res = await fetch(`${api}/fleet/v1/units/${encodeURIComponent(name)}`, {
         method: "PUT",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({
@@ -37,28 +27,53 @@ try {
       if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${await res.text()}`);
     }),
   );
-  await waitFor(
-    `${count} units active`,
-    async () => {
-      const all = await etcd.client
-        .getAll()
-        .prefix(etcd.keys.prefix + "states/")
-        .strings();
-      return Object.values(all).filter((v) => v.includes('"activeState":"active"')).length >= count;
-    },
-    120_000,
-    200,
-  );
-  await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+}
+
+async function agentMemory(machine: Machine): Promise<string> {
   const pid = (
     await machine.exec(["systemctl", "show", "-p", "MainPID", "--value", "flotilla-agent.service"])
   ).stdout.trim();
   const status = (await machine.exec(["cat", `/proc/${pid}/status`])).stdout;
-  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
-  console.log(
-    `agent RSS on an idle machine with ${count} units (after ${idleSeconds} s idle${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ""}): ` +
-      `${(kb("VmRSS") / 1024).toFixed(1)} MB (peak ${(kb("VmHWM") / 1024).toFixed(1)} MB; anon ${(kb("RssAnon") / 1024).toFixed(1)} MB, file ${(kb("RssFile") / 1024).toFixed(1)} MB)`,
+  const mb = (field: string) =>
+    (Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? Number.NaN) / 1024).toFixed(1);
+  return `RSS ${mb("VmRSS")} MB (peak ${mb("VmHWM")} MB; anon ${mb("RssAnon")} MB, file ${mb("RssFile")} MB)`;
+}
+
+const cluster = await Cluster.start({ machines: 1, ...(distDir ? { distDir } : {}) });
+const etcd = new EtcdView(cluster.endpoint);
+try {
+  const machine = cluster.machines[0];
+  if (!machine) throw new Error("no machine");
+  const allActive = () =>
+    waitFor(
+      `${count} units active`,
+      async () => {
+        const all = await etcd.client.getAll().prefix(`${etcd.keys.prefix}states/`).strings();
+        return Object.values(all).filter((v) => v.includes('"activeState":"active"')).length >= count;
+      },
+      120_000,
+      200,
+    );
+  await putUnits(
+    machine.apiURL,
+    Array.from({ length: count }, (_, i) => `rss-${i}.service`),
   );
+  await allActive();
+  for (const [i, nodeOptions] of variants.entries()) {
+    if (i > 0 || nodeOptions !== "") {
+      // The agent's environment file plus NODE_OPTIONS; a restart hands the units back and forth.
+      await machine.exec([
+        "sh",
+        "-c",
+        `sed -i '/^NODE_OPTIONS=/d' /etc/flotilla/agent.env && echo 'NODE_OPTIONS="${nodeOptions}"' >> /etc/flotilla/agent.env && systemctl restart flotilla-agent.service`,
+      ]);
+      await allActive();
+    }
+    await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
+    console.log(
+      `agent on an idle machine with ${count} units, ${idleSeconds} s idle, NODE_OPTIONS="${nodeOptions}": ${await agentMemory(machine)}`,
+    );
+  }
 } finally {
   etcd.close();
   await cluster.teardown();

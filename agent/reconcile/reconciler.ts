@@ -286,7 +286,8 @@ export class Reconciler {
    */
   private async untilStopped(names: string[]): Promise<void> {
     const deadline = Date.now() + UNLOAD_STOP_WAIT_MS;
-    for (;;) {
+    // Most stops take milliseconds: look again soon, then less often for slow ones.
+    for (let pause = 20; ; pause = Math.min(pause * 2, 200)) {
       const states = await this.systemd.states(names);
       // Just after StopUnit the job may not have begun: "active" still counts as stopping.
       const stopping = names.filter((n) => STOPPING_STATES.has(states.get(n)?.activeState ?? ""));
@@ -298,7 +299,7 @@ export class Reconciler {
         );
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
 

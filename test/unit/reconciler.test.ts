@@ -143,7 +143,7 @@ describe("Reconciler with an in-memory systemd", () => {
     expect(removedWhileRunning).toEqual([]);
     expect(systemd.files.size).toBe(0);
     expect(systemd.stats.reloads).toBe(2);
-    // Five stops of 150 ms each, waited for as one batch (polled every 100 ms), not one by one.
+    // Five stops of 150 ms each, waited for as one batch, not one by one.
     expect(took).toBeGreaterThanOrEqual(150);
     expect(took).toBeLessThan(5 * 150);
   });
