@@ -28,7 +28,10 @@ interface ManagerInterface extends EventEmitter {
   StartUnit(name: string, mode: string): Promise<string>;
   StopUnit(name: string, mode: string): Promise<string>;
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
-  ListUnitFilesByPatterns(states: string[], patterns: string[]): Promise<[string, string][]>;
+}
+
+interface PropertiesInterface {
+  Get(iface: string, property: string): Promise<dbus.Variant>;
 }
 
 export interface SystemdEvents {
@@ -43,6 +46,7 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
     private readonly bus: dbus.MessageBus,
     private readonly manager: ManagerInterface,
     readonly unitDir: string,
+    private readonly unitPath: readonly string[],
     private readonly log: Logger,
   ) {
     super();
@@ -53,7 +57,10 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
     const bus = busAddress ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
     const obj = await bus.getProxyObject(SYSTEMD, SYSTEMD_PATH);
     const manager = obj.getInterface(MANAGER) as unknown as ManagerInterface;
-    const mgr = new SystemdManager(bus, manager, unitDir, log);
+    const props = obj.getInterface("org.freedesktop.DBus.Properties") as unknown as PropertiesInterface;
+    // systemd's unit search path (/etc, /run, /usr/lib…, generator and transient directories).
+    const unitPath = (await props.Get(MANAGER, "UnitPath")).value as string[];
+    const mgr = new SystemdManager(bus, manager, unitDir, unitPath, log);
     await mgr.subscribe();
     await mkdir(unitDir, { recursive: true });
     return mgr;
@@ -136,35 +143,8 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
     return out;
   }
 
-  /**
-   * Asks systemd which unit files of these names (or of their templates, for instances) its search
-   * path holds. Ours are links into unitDir; any other file is the machine's own unit.
-   */
-  async hostUnits(names: string[]): Promise<Map<string, string>> {
-    const out = new Map<string, string>();
-    if (names.length === 0) return out;
-    const byFile = new Map<string, string[]>();
-    for (const name of names) {
-      for (const file of [name, templateOf(name)]) {
-        if (file === undefined) continue;
-        byFile.set(file, [...(byFile.get(file) ?? []), name]);
-      }
-    }
-    const rows = await this.manager.ListUnitFilesByPatterns([], [...byFile.keys()]);
-    for (const [path] of rows) {
-      const owners = byFile.get(path.slice(path.lastIndexOf("/") + 1));
-      if (owners === undefined || (await this.isOurLink(path))) continue;
-      for (const name of owners) if (!out.has(name)) out.set(name, path);
-    }
-    return out;
-  }
-
-  private async isOurLink(path: string): Promise<boolean> {
-    try {
-      return dirname(resolve(dirname(path), await readlink(path))) === resolve(this.unitDir);
-    } catch {
-      return false; // not a link: a unit file of the machine's own
-    }
+  hostUnits(names: string[]): Promise<Map<string, string>> {
+    return findHostUnitFiles(names, this.unitPath, this.unitDir);
   }
 
   close(): void {
@@ -183,4 +163,39 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
       throw err;
     };
   }
+}
+
+/**
+ * The unit files of these names (or of their templates, for instances) in systemd's unit search
+ * path, by name, except the agent's own links into `unitDir`: the machine's own units. File
+ * lookups only, so no work for PID 1 whatever the batch size.
+ */
+export async function findHostUnitFiles(
+  names: readonly string[],
+  unitPath: readonly string[],
+  unitDir: string,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const ours = resolve(unitDir);
+  for (const name of names) {
+    const template = templateOf(name);
+    search: for (const dir of unitPath) {
+      for (const file of template ? [name, template] : [name]) {
+        const path = join(dir, file);
+        let target: string | undefined;
+        try {
+          target = await readlink(path);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === "ENOENT" || code === "ENOTDIR") continue;
+          // EINVAL: a regular file, the machine's own. Anything else is no proof of absence.
+          if (code !== "EINVAL") throw err;
+        }
+        if (target !== undefined && dirname(resolve(dir, target)) === ours) continue;
+        out.set(name, path);
+        break search;
+      }
+    }
+  }
+  return out;
 }
