@@ -1,8 +1,9 @@
 // Agent memory on an idle machine: one real machine, N units started at once and left running,
 // then the agent's RSS once the machine has been quiet for a while. Prints figures only.
 //   npx tsx bench/agent-rss.ts [--units=100] [--idle-s=30] [--dist=DIR] [--variants='A|B|…']
-// Each variant is a NODE_OPTIONS value (empty: the agent as its unit file runs it) tried in turn on
-// the same machine by restarting the agent, to compare V8 flags without rebuilding the image.
+// Each variant is `[VAR=value …] [node flags …]` (empty: the agent as its unit file runs it), tried
+// in turn on the same machine by restarting the agent with a drop-in that replaces its ExecStart
+// and adds the variables, to compare V8 flags and allocator settings without rebuilding the image.
 
 import { Cluster, type Machine } from "../test/harness/index.js";
 import { EtcdView, waitFor } from "../test/integration/support.js";
@@ -12,6 +13,7 @@ const count = Number(arg("units") ?? 100);
 const idleSeconds = Number(arg("idle-s") ?? 30);
 const distDir = arg("dist");
 const variants = (arg("variants") ?? "").split("|");
+const DROP_IN_DIR = "/run/systemd/system/flotilla-agent.service.d";
 
 async function putUnits(api: string, names: string[]): Promise<void> {
   await Promise.all(
@@ -59,19 +61,28 @@ try {
     Array.from({ length: count }, (_, i) => `rss-${i}.service`),
   );
   await allActive();
-  for (const [i, nodeOptions] of variants.entries()) {
-    if (i > 0 || nodeOptions !== "") {
-      // The agent's environment file plus NODE_OPTIONS; a restart hands the units back and forth.
+  for (const [i, variant] of variants.entries()) {
+    if (i > 0 || variant !== "") {
+      const words = variant.split(/\s+/).filter(Boolean);
+      const env = words.filter((w) => /^[A-Z_]+=/.test(w));
+      const flags = words.filter((w) => !env.includes(w));
+      const dropIn = [
+        "[Service]",
+        ...env.map((e) => `Environment=${e}`),
+        "ExecStart=",
+        `ExecStart=/usr/lib/flotilla/node ${flags.join(" ")} /usr/lib/flotilla/dist/agent.js`,
+      ].join("\n");
+      // A restart hands the units back and forth: the agent unloads them as it stops.
       await machine.exec([
         "sh",
         "-c",
-        `sed -i '/^NODE_OPTIONS=/d' /etc/flotilla/agent.env && echo 'NODE_OPTIONS="${nodeOptions}"' >> /etc/flotilla/agent.env && systemctl restart flotilla-agent.service`,
+        `mkdir -p ${DROP_IN_DIR} && printf '%s\\n' '${dropIn}' > ${DROP_IN_DIR}/bench.conf && systemctl daemon-reload && systemctl restart flotilla-agent.service`,
       ]);
       await allActive();
     }
     await new Promise((resolve) => setTimeout(resolve, idleSeconds * 1000));
     console.log(
-      `agent on an idle machine with ${count} units, ${idleSeconds} s idle, NODE_OPTIONS="${nodeOptions}": ${await agentMemory(machine)}`,
+      `agent on an idle machine with ${count} units, ${idleSeconds} s idle, "${variant}": ${await agentMemory(machine)}`,
     );
   }
 } finally {
