@@ -136,7 +136,10 @@ export class Reconciler {
     for (const name of this.refused.keys()) if (!this.records.has(name)) this.refused.delete(name);
     if (tasks.length > 0) this.log.debug({ trigger: reason, tasks: tasks.length }, "reconcile pass");
     await this.run(await this.withoutHostUnits(tasks));
-    await this.publishStates();
+    // Not awaited: the next pass (units placed meanwhile) need not wait for etcd writes.
+    this.publishStates().catch((err: unknown) =>
+      this.log.warn({ err: String(err) }, "cannot read unit states from systemd to publish them"),
+    );
   }
 
   /**
@@ -334,17 +337,20 @@ export class Reconciler {
           reason,
         });
       }
-      for (const [name, state] of current) {
+      // Side by side: after a batch, dozens of states change at once.
+      const changed = [...current].filter(
+        ([name, state]) => this.published.get(name) !== JSON.stringify(state),
+      );
+      await forEachBounded(changed, JOB_CONCURRENCY, async ([name, state]) => {
         const json = JSON.stringify(state);
-        if (this.published.get(name) === json) continue;
         await this.membership.putLeased(this.keys.state(name, me), json);
         this.published.set(name, json);
-      }
-      for (const name of [...this.published.keys()]) {
-        if (current.has(name)) continue;
+      });
+      const gone = [...this.published.keys()].filter((name) => !current.has(name));
+      await forEachBounded(gone, JOB_CONCURRENCY, async (name) => {
         await this.registry.deleteState(name, me);
         this.published.delete(name);
-      }
+      });
       await this.publishServices(states);
     } catch (err) {
       this.log.debug({ err: String(err) }, "state publish deferred: etcd unreachable or not a member");

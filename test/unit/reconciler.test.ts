@@ -95,6 +95,7 @@ describe("Reconciler with an in-memory systemd", () => {
     expect(systemd.stats.reloads).toBe(1);
     cluster.remove(...names(20));
     await reconciler.trigger("test");
+    await reconciler.publishStates(); // runs after each pass, not awaited by it
     expect(systemd.stats.reloads).toBe(2);
     expect(systemd.files.size).toBe(0);
     expect(systemd.units.size).toBe(0);
@@ -192,6 +193,7 @@ describe("Reconciler with an in-memory systemd", () => {
     await second.reconciler.recover();
     await second.reconciler.trigger("startup");
     await settle();
+    await second.reconciler.publishStates();
     expect(systemd.stats).toMatchObject({ starts, stops, reloads });
     expect(active(systemd, "a.service")).toBe("active");
     expect(second.cluster.state("a.service")).toMatchObject({ launched: true, activeState: "active" });
@@ -205,6 +207,7 @@ describe("Reconciler with an in-memory systemd", () => {
     await settle();
     systemd.crash("a.service");
     await reconciler.trigger("again");
+    await reconciler.publishStates();
     expect(systemd.stats.starts).toBe(1);
     expect(cluster.state("a.service")).toMatchObject({ activeState: "failed", launched: true });
   });
@@ -239,6 +242,7 @@ describe("Reconciler with an in-memory systemd", () => {
       cluster.place(unit("ssh.service"), unit("web.service"));
       await reconciler.trigger("test");
       await settle();
+      await reconciler.publishStates();
       expect(active(systemd, "web.service")).toBe("active");
       expect(systemd.files.has("ssh.service")).toBe(false);
       const state = cluster.state("ssh.service");
@@ -254,6 +258,7 @@ describe("Reconciler with an in-memory systemd", () => {
       cluster.remove("ssh.service", "web.service");
       await reconciler.trigger("destroyed");
       await reconciler.unloadAll();
+      await reconciler.publishStates();
       expect(cluster.state("ssh.service")).toBeUndefined();
       expect(active(systemd, "ssh.service")).toBe("active");
       expect(systemd.stats.hostUnitCalls).toEqual([]);
