@@ -1,7 +1,7 @@
 // The machine-side reconciler: desired units (scheduled here, plus matching global units) against
 // what systemd has, planned by the pure `plan` and applied through the UnitManager port in phases
-// (stops → unit files removed and written → one daemon-reload → starts), so a batch of N units
-// costs systemd one reload, not N. It acts only on a fresh etcd snapshot, so when etcd is
+// (stops → unit files removed and written → at most one daemon-reload → starts), so a batch of N
+// units costs systemd one reload at most, not N, and none when all are new to it. It acts only on a fresh etcd snapshot, so when etcd is
 // unreachable nothing is stopped (fixes fleet#1289).
 
 import { forEachBounded } from "../bounded.js";
@@ -201,6 +201,7 @@ export class Reconciler {
     await forEachBounded(of("stop"), JOB_CONCURRENCY, step(this.stop));
     if (unloads.length > 0) await this.untilStopped(unloads.map((t) => t.unit));
     await forEachBounded(unloads, JOB_CONCURRENCY, step(this.removeFile));
+    if (await this.holdsDefinitions(of("load").map((t) => t.unit))) this.reloadNeeded = true;
     await forEachBounded(of("load"), JOB_CONCURRENCY, step(this.writeFile));
     if (this.reloadNeeded) {
       try {
@@ -209,6 +210,11 @@ export class Reconciler {
         this.log.debug({ unloaded: unloads.length, loaded: of("load").length }, "systemd reloaded");
       } catch (err) {
         this.log.error({ err: String(err) }, "systemd daemon-reload failed; retrying on the next pass");
+        // systemd would start their old definitions: load them again on the next pass instead.
+        for (const t of of("load")) {
+          failed.add(t.unit);
+          this.loaded.delete(t.unit);
+        }
       }
     }
     // A unit that failed before it was unloaded leaves no failed state behind.
@@ -237,7 +243,6 @@ export class Reconciler {
     const options = hasContainerSection(record.options)
       ? renderContainerUnit(task.unit, record.options, this.render()).options
       : record.options;
-    this.reloadNeeded = true;
     await this.systemd.writeUnit(
       task.unit,
       `${HASH_HEADER}${record.hash}\n${serializeUnit(options)}`,
@@ -251,6 +256,24 @@ export class Reconciler {
     await this.systemd.start(task.unit);
     this.launched.add(task.unit);
   };
+
+  /**
+   * Whether systemd holds a definition of any of these names, so that their new files need a
+   * daemon-reload. A name it has never loaded (or found no file for) needs none: systemd sees that
+   * its unit directories changed and reads the new file when the unit is started. Names with glob
+   * characters cannot be asked about by pattern and count as held.
+   */
+  private async holdsDefinitions(names: string[]): Promise<boolean> {
+    if (names.length === 0) return false;
+    if (names.some((n) => /[*?[\\]/.test(n))) return true;
+    try {
+      const held = await this.systemd.inMemory(names);
+      return [...held.values()].some((s) => s.loadState !== "not-found");
+    } catch (err) {
+      this.log.warn({ err: String(err) }, "cannot tell which units systemd holds; reloading");
+      return true;
+    }
+  }
 
   private async resetFailed(name: string): Promise<void> {
     try {

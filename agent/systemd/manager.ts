@@ -28,6 +28,7 @@ interface ManagerInterface extends EventEmitter {
   StartUnit(name: string, mode: string): Promise<string>;
   StopUnit(name: string, mode: string): Promise<string>;
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
+  ListUnitsByPatterns(states: string[], patterns: string[]): Promise<unknown[][]>;
 }
 
 interface PropertiesInterface {
@@ -128,19 +129,12 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
 
   /** systemd's load/active/sub state of each named unit, in one call. */
   async states(names: string[]): Promise<Map<string, SystemdUnitState>> {
-    const out = new Map<string, SystemdUnitState>();
-    if (names.length === 0) return out;
-    const rows = await this.manager.ListUnitsByNames(names);
-    for (const row of rows) {
-      const [name, , loadState, activeState, subState] = row as string[];
-      if (name)
-        out.set(name, {
-          loadState: loadState ?? "",
-          activeState: activeState ?? "",
-          subState: subState ?? "",
-        });
-    }
-    return out;
+    return names.length === 0 ? new Map() : unitStates(await this.manager.ListUnitsByNames(names));
+  }
+
+  async inMemory(names: string[]): Promise<Map<string, SystemdUnitState>> {
+    // ListUnitsByNames would load the names it is asked about; ListUnitsByPatterns lists loaded units.
+    return names.length === 0 ? new Map() : unitStates(await this.manager.ListUnitsByPatterns([], names));
   }
 
   hostUnits(names: string[]): Promise<Map<string, string>> {
@@ -196,6 +190,17 @@ export async function findHostUnitFiles(
         break search;
       }
     }
+  }
+  return out;
+}
+
+/** Rows of ListUnitsBy* (name, description, load, active, sub, …) by unit name. */
+function unitStates(rows: unknown[][]): Map<string, SystemdUnitState> {
+  const out = new Map<string, SystemdUnitState>();
+  for (const row of rows) {
+    const [name, , loadState, activeState, subState] = row as string[];
+    if (name)
+      out.set(name, { loadState: loadState ?? "", activeState: activeState ?? "", subState: subState ?? "" });
   }
   return out;
 }

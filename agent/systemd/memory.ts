@@ -1,9 +1,10 @@
 // The UnitManager port in memory: one simulated systemd per instance, cheap enough to run many
 // machines in one process. It keeps systemd's split between unit files on disk and units loaded
 // in memory: a written or removed file takes effect only at reload(), a running unit whose file is
-// gone keeps running (loadState not-found) until it stops, and a stop passes through
-// `deactivating` before `inactive`. It is stricter than systemd in one way: starting a unit whose
-// file was written after the last reload fails, so a caller that forgets the reload is caught.
+// gone keeps running (loadState not-found) until it stops, a unit never loaded is read from its
+// file when started (systemd notices its unit directories changed) while a unit already in memory
+// keeps its old definition until reload(), and a stop passes through `deactivating` before
+// `inactive`.
 
 import { EventEmitter } from "node:events";
 import type { SystemdUnitState, UnitManager } from "./port.js";
@@ -105,7 +106,12 @@ export class MemoryUnitManager extends EventEmitter<{ change: [] }> implements U
     this.stats.maxConcurrentStarts = Math.max(this.stats.maxConcurrentStarts, this.startsInFlight);
     try {
       if (this.opts.startCallMs) await sleep(this.opts.startCallMs);
-      const unit = this.units.get(name);
+      let unit = this.units.get(name);
+      const file = this.files.get(name);
+      if (unit === undefined && file !== undefined) {
+        unit = { contents: file, loadState: "loaded", activeState: "inactive", subState: "dead" };
+        this.units.set(name, unit);
+      }
       if (unit?.contents === undefined) throw new Error(`Unit ${name} not found.`);
       if (unit.activeState === "active") return;
       this.set(name, unit, "activating", "start");
@@ -136,7 +142,26 @@ export class MemoryUnitManager extends EventEmitter<{ change: [] }> implements U
     return new Map(this.files);
   }
 
+  /** Like ListUnitsByNames, this loads a named unit systemd has never loaded from its file. */
   async states(names: string[]): Promise<Map<string, SystemdUnitState>> {
+    const out = new Map<string, SystemdUnitState>();
+    for (const name of names) {
+      const file = this.files.get(name);
+      if (!this.units.has(name) && file !== undefined)
+        this.units.set(name, {
+          contents: file,
+          loadState: "loaded",
+          activeState: "inactive",
+          subState: "dead",
+        });
+      const unit = this.units.get(name);
+      if (unit)
+        out.set(name, { loadState: unit.loadState, activeState: unit.activeState, subState: unit.subState });
+    }
+    return out;
+  }
+
+  async inMemory(names: string[]): Promise<Map<string, SystemdUnitState>> {
     const out = new Map<string, SystemdUnitState>();
     for (const name of names) {
       const unit = this.units.get(name);

@@ -3,8 +3,9 @@
 // and for simulating many machines in one process.
 //
 // Writing and removing unit files does not reload systemd: the caller batches them and calls
-// reload() once, because every daemon-reload re-reads every unit on the machine (135–240 ms of
-// PID 1's CPU each, whatever the batch size).
+// reload() at most once, because every daemon-reload re-reads every unit on the machine (135–240
+// ms of PID 1's CPU each, whatever the batch size). A unit systemd has never loaded needs none:
+// systemd notices that its unit directories changed and reads the new file when asked to start it.
 
 export interface SystemdUnitState {
   loadState: string;
@@ -29,6 +30,11 @@ export interface UnitManager {
   loadedFiles(): Promise<Map<string, string>>;
   /** systemd's load/active/sub state of each named unit that systemd knows. */
   states(names: string[]): Promise<Map<string, SystemdUnitState>>;
+  /**
+   * The units among `names` that systemd holds in memory, without loading any: a new unit file
+   * needs a daemon-reload only when systemd already holds a definition of that name.
+   */
+  inMemory(names: string[]): Promise<Map<string, SystemdUnitState>>;
   /**
    * Names among `names` that the machine itself defines, outside this agent's unit directory (OS
    * units such as ssh.service, whether shipped in /usr or added in /etc), each with the unit file
