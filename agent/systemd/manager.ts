@@ -1,23 +1,21 @@
-// systemd over D-Bus (dbus-next): the adapter that applies the agent's tasks. Unit files live in
-// /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
+// systemd over D-Bus (dbus-next): the UnitManager port (port.ts) on a real machine. Unit files live
+// in /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
 // arrive by subscription (PropertiesChanged, JobRemoved); one ListUnitsByNames call then reads
 // the states of fleet's units, instead of polling every unit.
 
 import { EventEmitter } from "node:events";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import dbus from "dbus-next";
 import type { Logger } from "../log.js";
+import { templateOf } from "../unit/names.js";
+import type { SystemdUnitState, UnitManager } from "./port.js";
+
+export type { SystemdUnitState } from "./port.js";
 
 const SYSTEMD = "org.freedesktop.systemd1";
 const SYSTEMD_PATH = "/org/freedesktop/systemd1";
 const MANAGER = "org.freedesktop.systemd1.Manager";
-
-export interface SystemdUnitState {
-  loadState: string;
-  activeState: string;
-  subState: string;
-}
 
 /** The org.freedesktop.systemd1.Manager methods this adapter calls. */
 interface ManagerInterface extends EventEmitter {
@@ -30,6 +28,11 @@ interface ManagerInterface extends EventEmitter {
   StartUnit(name: string, mode: string): Promise<string>;
   StopUnit(name: string, mode: string): Promise<string>;
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
+  ListUnitsByPatterns(states: string[], patterns: string[]): Promise<unknown[][]>;
+}
+
+interface PropertiesInterface {
+  Get(iface: string, property: string): Promise<dbus.Variant>;
 }
 
 export interface SystemdEvents {
@@ -39,11 +42,12 @@ export interface SystemdEvents {
   disconnected: [Error];
 }
 
-export class SystemdManager extends EventEmitter<SystemdEvents> {
+export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitManager {
   private constructor(
     private readonly bus: dbus.MessageBus,
     private readonly manager: ManagerInterface,
     readonly unitDir: string,
+    private readonly unitPath: readonly string[],
     private readonly log: Logger,
   ) {
     super();
@@ -54,7 +58,10 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     const bus = busAddress ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
     const obj = await bus.getProxyObject(SYSTEMD, SYSTEMD_PATH);
     const manager = obj.getInterface(MANAGER) as unknown as ManagerInterface;
-    const mgr = new SystemdManager(bus, manager, unitDir, log);
+    const props = obj.getInterface("org.freedesktop.DBus.Properties") as unknown as PropertiesInterface;
+    // systemd's unit search path (/etc, /run, /usr/lib…, generator and transient directories).
+    const unitPath = (await props.Get(MANAGER, "UnitPath")).value as string[];
+    const mgr = new SystemdManager(bus, manager, unitDir, unitPath, log);
     await mgr.subscribe();
     await mkdir(unitDir, { recursive: true });
     return mgr;
@@ -82,21 +89,24 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     this.bus.on("error", (err: Error) => this.emit("disconnected", err));
   }
 
-  /** Writes the unit file, links it at runtime and reloads systemd. */
-  async load(name: string, contents: string, enable: boolean): Promise<void> {
+  async writeUnit(name: string, contents: string, enable: boolean): Promise<void> {
     const path = join(this.unitDir, name);
     await writeFile(path, contents, { mode: 0o644 });
     await this.manager.LinkUnitFiles([path], true, true);
     // [Install] units are enabled too, as fleet does (systemctl enable --runtime).
     if (enable) await this.manager.EnableUnitFiles([path], true, true);
+  }
+
+  async removeUnit(name: string): Promise<void> {
+    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
+    await rm(join(this.unitDir, name), { force: true });
+  }
+
+  async reload(): Promise<void> {
     await this.manager.Reload();
   }
 
-  /** Removes the unit's link and file, forgets a failed state, and reloads systemd. */
-  async unload(name: string): Promise<void> {
-    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
-    await rm(join(this.unitDir, name), { force: true });
-    await this.manager.Reload();
+  async resetFailed(name: string): Promise<void> {
     await this.manager.ResetFailedUnit(name).catch(this.ignoreNoSuchUnit(name));
   }
 
@@ -119,19 +129,16 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
 
   /** systemd's load/active/sub state of each named unit, in one call. */
   async states(names: string[]): Promise<Map<string, SystemdUnitState>> {
-    const out = new Map<string, SystemdUnitState>();
-    if (names.length === 0) return out;
-    const rows = await this.manager.ListUnitsByNames(names);
-    for (const row of rows) {
-      const [name, , loadState, activeState, subState] = row as string[];
-      if (name)
-        out.set(name, {
-          loadState: loadState ?? "",
-          activeState: activeState ?? "",
-          subState: subState ?? "",
-        });
-    }
-    return out;
+    return names.length === 0 ? new Map() : unitStates(await this.manager.ListUnitsByNames(names));
+  }
+
+  async inMemory(names: string[]): Promise<Map<string, SystemdUnitState>> {
+    // ListUnitsByNames would load the names it is asked about; ListUnitsByPatterns lists loaded units.
+    return names.length === 0 ? new Map() : unitStates(await this.manager.ListUnitsByPatterns([], names));
+  }
+
+  hostUnits(names: string[]): Promise<Map<string, string>> {
+    return findHostUnitFiles(names, this.unitPath, this.unitDir);
   }
 
   close(): void {
@@ -150,4 +157,50 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
       throw err;
     };
   }
+}
+
+/**
+ * The unit files of these names (or of their templates, for instances) in systemd's unit search
+ * path, by name, except the agent's own links into `unitDir`: the machine's own units. File
+ * lookups only, so no work for PID 1 whatever the batch size.
+ */
+export async function findHostUnitFiles(
+  names: readonly string[],
+  unitPath: readonly string[],
+  unitDir: string,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const ours = resolve(unitDir);
+  for (const name of names) {
+    const template = templateOf(name);
+    search: for (const dir of unitPath) {
+      for (const file of template ? [name, template] : [name]) {
+        const path = join(dir, file);
+        let target: string | undefined;
+        try {
+          target = await readlink(path);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === "ENOENT" || code === "ENOTDIR") continue;
+          // EINVAL: a regular file, the machine's own. Anything else is no proof of absence.
+          if (code !== "EINVAL") throw err;
+        }
+        if (target !== undefined && dirname(resolve(dir, target)) === ours) continue;
+        out.set(name, path);
+        break search;
+      }
+    }
+  }
+  return out;
+}
+
+/** Rows of ListUnitsBy* (name, description, load, active, sub, …) by unit name. */
+function unitStates(rows: unknown[][]): Map<string, SystemdUnitState> {
+  const out = new Map<string, SystemdUnitState>();
+  for (const row of rows) {
+    const [name, , loadState, activeState, subState] = row as string[];
+    if (name)
+      out.set(name, { loadState: loadState ?? "", activeState: activeState ?? "", subState: subState ?? "" });
+  }
+  return out;
 }

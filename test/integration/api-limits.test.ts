@@ -5,11 +5,13 @@
 
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import http from "node:http";
+import type http from "node:http";
+import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
+import tls from "node:tls";
 import type { Etcd3 } from "etcd3";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -99,7 +101,7 @@ beforeAll(async () => {
   await feed.ready();
   dir = mkdtempSync(path.join(tmpdir(), "flotilla-api-limits-"));
   const pki = harnessPki();
-  const tls = pki.material(pki.machine("api-limits", ["127.0.0.1"], dir));
+  const serverTls = pki.material(pki.machine("api-limits", ["127.0.0.1"], dir));
   socketPath = path.join(dir, "fleet.sock");
   const listener = { headersTimeoutMs: 5_000, requestTimeoutMs: 10_000, idleTimeoutMs: IDLE_MS };
   server = createApiServer({
@@ -118,9 +120,9 @@ beforeAll(async () => {
       socket: { maxConnections: SOCKET_CAP, ...listener },
       journalFollows: FOLLOWS,
     },
-    tls,
+    tls: serverTls,
   });
-  const bound = await server.listen({ socketPath, tcp: "127.0.0.1:0", tls });
+  const bound = await server.listen({ socketPath, tcp: "127.0.0.1:0", tls: serverTls });
   base = `https://127.0.0.1:${bound.tcp?.port}`;
   await registry.putUnit({ name: "hello.service", options: HELLO, hash: "", desiredState: "launched" });
   await client
@@ -189,11 +191,12 @@ describe("followed journals", () => {
     const requests: http.ClientRequest[] = [];
     const follow = () =>
       new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-        const req = http.get({
+        const req = https.get({
           host: url.hostname,
           port: url.port,
           path: "/flotilla/v1/units/hello.service/journal?follow=1",
           agent: false,
+          ...harnessPki().material(),
         });
         requests.push(req);
         req.on("error", reject);
@@ -293,14 +296,14 @@ describe("connections", () => {
   it("a kept-alive connection is closed after the idle timeout", async () => {
     // A raw connection: Node's own client drops a kept-alive socket early on the server's hint.
     const url = new URL(base);
-    const socket = net.connect(Number(url.port), url.hostname);
+    const socket = tls.connect({ port: Number(url.port), host: url.hostname, ...harnessPki().material() });
     let answer = "";
     socket.setEncoding("utf8");
     socket.on("data", (chunk: string) => {
       answer += chunk;
     });
     const closed = new Promise<number>((resolve) => socket.on("close", () => resolve(Date.now())));
-    await new Promise((resolve) => socket.on("connect", resolve));
+    await new Promise((resolve) => socket.on("secureConnect", resolve));
     socket.write("GET /flotilla/v1/health HTTP/1.1\r\nHost: test\r\n\r\n");
     await waitFor("the answer", async () => answer.includes('"ok":true') || undefined, 5_000, 20);
     const answeredAt = Date.now();

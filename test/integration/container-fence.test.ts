@@ -37,7 +37,10 @@ async function sh(script: string): Promise<string> {
 async function probeTcp(host: string, port: number): Promise<string> {
   const argv = ["podman", "exec", "systemd-probe", "timeout", "3", "nc", host, String(port)];
   const r = await m.exec(argv, { timeoutMs: 30_000 });
-  return r.stderr.includes("can't connect") ? `closed: ${r.stderr.trim()}` : "open";
+  if (r.stderr.includes("can't connect")) return `closed: ${r.stderr.trim()}`;
+  // busybox timeout ends nc with SIGTERM (143): connected, waiting for a TLS handshake.
+  if (r.code === 143 && r.stderr.trim() === "") return "open";
+  return `probe failed (exit ${r.code}): ${r.stderr.trim()}`;
 }
 
 /** GET from inside the probe container: the body, or wget's error (e.g. "Connection refused"). */

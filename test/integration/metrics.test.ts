@@ -3,7 +3,7 @@
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Cluster, type Machine } from "../harness/index.js";
-import { fleetctl, unitDir, waitFor } from "./support.js";
+import { fleetctl, httpRequest, unitDir, waitFor } from "./support.js";
 
 let cluster: Cluster;
 let m1: Machine;
@@ -24,11 +24,12 @@ afterAll(async () => {
 
 /** One scrape, as sample line → value. */
 async function scrape(): Promise<Map<string, number>> {
-  const res = await fetch(`${m1.apiURL}/metrics`);
+  // With the harness's admin certificate; docs/security.md: any role that may GET may scrape.
+  const res = await httpRequest("GET", m1.apiURL, "/metrics");
   expect(res.status).toBe(200);
-  expect(res.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/);
+  expect(res.headers["content-type"]).toMatch(/^text\/plain; version=0\.0\.4/);
   const samples = new Map<string, number>();
-  for (const line of (await res.text()).split("\n")) {
+  for (const line of res.text.split("\n")) {
     if (line === "" || line.startsWith("#")) continue;
     const space = line.lastIndexOf(" ");
     samples.set(line.slice(0, space), Number(line.slice(space + 1)));
