@@ -24,10 +24,23 @@ export interface EngineOptions {
   ttlSeconds: number;
   maxMoves: number;
   backoffBaseMs: number;
+  /** How long a young agent lets a vacant leader key be before it campaigns (default YOUNG_CAMPAIGN_DELAY_MS). */
+  youngCampaignDelayMs?: number;
 }
+
+/**
+ * How long an agent younger than one TTL lets a vacant leader key be before it campaigns: an agent
+ * that just restarted (after a crash, perhaps the leader's own) leaves the engine to the agents
+ * that kept running, which campaign at once, so a crash-looping agent cannot keep taking it.
+ */
+export const YOUNG_CAMPAIGN_DELAY_MS = 1500;
 
 export class Engine {
   private leading = false;
+  /** The first pass's time: an agent is young for one TTL after it. */
+  private startedAt: number | undefined;
+  /** When this engine first saw the leader key vacant, until it is held again. */
+  private vacantSince: number | undefined;
   /** Until then, machines missing from the snapshot are not treated as lost (see docs). */
   private settleUntil = 0;
   private etcdWasDown = false;
@@ -53,7 +66,12 @@ export class Engine {
   async pass(now = Date.now()): Promise<void> {
     try {
       const seen = this.election.observed();
-      const leading = seen === "vacant" ? await this.election.campaign() : seen === "leader";
+      this.vacantSince = seen === "vacant" ? (this.vacantSince ?? now) : undefined;
+      this.startedAt ??= now;
+      const young = now < this.startedAt + this.opts.ttlSeconds * 1000;
+      const delay = this.opts.youngCampaignDelayMs ?? YOUNG_CAMPAIGN_DELAY_MS;
+      const mayCampaign = !young || now - (this.vacantSince ?? now) >= delay;
+      const leading = seen === "vacant" ? mayCampaign && (await this.election.campaign()) : seen === "leader";
       this.setLeading(leading);
       if (!leading) return;
       const snap = await this.registry.snapshot();

@@ -137,14 +137,21 @@ class FakeElection implements Election {
   }
 }
 
-function setup(over: { leader?: string; view?: LeaderView } = {}) {
+function setup(over: { leader?: string; view?: LeaderView; youngCampaignDelayMs?: number } = {}) {
   const etcd = new FakeEtcd();
   etcd.leader = over.leader;
   const election = new FakeElection(etcd, over.view ?? (over.leader ? "follower" : "vacant"));
   const engine = new Engine(
     etcd,
     election,
-    { machineID: ME, ttlSeconds: TTL, maxMoves: 3, backoffBaseMs: 1000 },
+    {
+      machineID: ME,
+      ttlSeconds: TTL,
+      maxMoves: 3,
+      backoffBaseMs: 1000,
+      // The delay has a test of its own; elsewhere a vacant key is taken at the first pass.
+      youngCampaignDelayMs: over.youngCampaignDelayMs ?? 0,
+    },
     createLogger("silent"),
   );
   return { etcd, election, engine };
@@ -153,6 +160,27 @@ function setup(over: { leader?: string; view?: LeaderView } = {}) {
 const names = (n: number) => Array.from({ length: n }, (_, i) => `u${String(i).padStart(4, "0")}.service`);
 
 describe("engine: election", () => {
+  it("a young agent lets a vacant key be for a moment before it campaigns; an older one campaigns at once", async () => {
+    const { etcd, election, engine } = setup({ youngCampaignDelayMs: 1500 });
+    await engine.pass(NOW);
+    await engine.pass(NOW + 1000);
+    expect(election.campaigns).toBe(0);
+    await engine.pass(NOW + 1500);
+    expect(election.campaigns).toBe(1);
+    expect(etcd.leader).toBe(ME);
+
+    const older = setup({ youngCampaignDelayMs: 1500 });
+    await older.engine.pass(NOW);
+    // A TTL later it is no longer young: a key seen vacant is campaigned for at once.
+    older.etcd.leader = OTHER;
+    older.election.sync();
+    await older.engine.pass(NOW + TTL * 1000);
+    older.etcd.leader = undefined;
+    older.election.sync();
+    await older.engine.pass(NOW + TTL * 1000 + 10);
+    expect(older.election.campaigns).toBe(1);
+  });
+
   it("a follower's passes do no etcd work at all", async () => {
     const { etcd, election, engine } = setup({ leader: OTHER });
     etcd.units = [unit("a.service")];
