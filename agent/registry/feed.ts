@@ -7,6 +7,13 @@ import type { Logger } from "../log.js";
 import { RegistryUnavailableError } from "./registry.js";
 import type { ClusterView, KvEntry, ViewEvent } from "./view.js";
 
+/**
+ * The longest pause between attempts to resume a broken feed. Every read waits on the view while
+ * it is broken, so this bounds how long the API answers 503 after etcd is back; an attempt is one
+ * one-key read, cheap enough for every agent to make once a second during an outage.
+ */
+export const RETRY_MAX_MS = 1000;
+
 export interface KvPage {
   /** The revision the page was read at. */
   revision: number;
@@ -217,7 +224,7 @@ export class ViewFeed {
       await this.pause(
         Math.min(
           (this.opts.retryMinMs ?? 200) * 2 ** Math.min(failures - 1, 10),
-          this.opts.retryMaxMs ?? 5000,
+          this.opts.retryMaxMs ?? RETRY_MAX_MS,
         ),
       );
     }

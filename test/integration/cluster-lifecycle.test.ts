@@ -225,8 +225,9 @@ describe("a cluster unit named like a unit the machine already has", () => {
 
   it("is refused on every machine with the reason, and the OS units keep running, also after destroy", async () => {
     // An OS unit added by the machine's operator (/etc), and one the image ships (/usr). The API
-    // may refuse image-shipped names itself; the journald record goes straight into etcd, as an
-    // older agent or another image would have let it in, to show the machine holds on its own.
+    // refuses both names itself (409, docs/units.md); their records go straight into etcd, as an
+    // older agent or a machine without that unit would have let them in, to show that each
+    // machine holds on its own.
     for (const m of cluster.machines) {
       await m.exec([
         "sh",
@@ -244,14 +245,18 @@ describe("a cluster unit named like a unit the machine already has", () => {
     const global = "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nGlobal=true\n";
     const hostDir = unitDir({ [LOCAL]: global });
     const start = await fleetctl(endpoint, ["start", "--no-block", LOCAL], hostDir);
-    expect(start.code).toBe(0);
+    expect(start.code).not.toBe(0);
+    expect(start.stderr).toContain(
+      `unit name ${LOCAL} is taken by this machine's OS (/etc/systemd/system/${LOCAL})`,
+    );
     const options = [
       { section: "Service", name: "ExecStart", value: "/bin/sleep infinity" },
       { section: "X-Fleet", name: "Global", value: "true" },
     ];
-    await etcd.client
-      .put(etcd.keys.unit(JOURNALD))
-      .value(JSON.stringify({ name: JOURNALD, options, hash: unitHash(options), desiredState: "launched" }));
+    for (const name of [LOCAL, JOURNALD])
+      await etcd.client
+        .put(etcd.keys.unit(name))
+        .value(JSON.stringify({ name, options, hash: unitHash(options), desiredState: "launched" }));
 
     for (const name of [LOCAL, JOURNALD]) {
       const states = await refusedOnEveryMachine(name);

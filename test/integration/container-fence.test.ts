@@ -30,16 +30,16 @@ async function sh(script: string): Promise<string> {
 
 /**
  * A TCP connection from inside the probe container: nc's error (e.g. "Connection refused"), or
- * "open" when it connected and was still connected 3 s later (the API and etcd speak TLS, which
- * busybox cannot, and wait for a handshake). The fence acts on connections and refuses them with
- * a reset, so a refusal is immediate and explicit.
+ * "open" when it connected (the API and etcd speak TLS, which busybox cannot: a connection is what
+ * the fence acts on). The fence refuses with a reset, so a refusal is immediate and explicit.
  */
 async function probeTcp(host: string, port: number): Promise<string> {
   const argv = ["podman", "exec", "systemd-probe", "timeout", "3", "nc", host, String(port)];
   const r = await m.exec(argv, { timeoutMs: 30_000 });
   if (r.stderr.includes("can't connect")) return `closed: ${r.stderr.trim()}`;
-  // busybox timeout ends nc with SIGTERM (143): connected, waiting for a TLS handshake.
-  if (r.code === 143 && r.stderr.trim() === "") return "open";
+  // Connected: nc ends when the server closes (0: nc's stdin is empty, so the TLS server sees the
+  // client finish) or when busybox timeout stops it (143) while the server waits for a handshake.
+  if ((r.code === 0 || r.code === 143) && r.stderr.trim() === "") return "open";
   return `probe failed (exit ${r.code}): ${r.stderr.trim()}`;
 }
 
