@@ -23,7 +23,10 @@ export function isConnectionFailure(err: unknown): boolean {
     err instanceof GRPCDeadlineExceededError ||
     err instanceof GRPCCancelledError ||
     err instanceof EtcdWatchStreamEnded ||
-    (err instanceof Error && /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ETIMEDOUT/.test(err.message))
+    (err instanceof Error && /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ETIMEDOUT/.test(err.message)) ||
+    // Over TLS, etcd going away mid-call ends the HTTP/2 stream without a gRPC status; grpc-js
+    // reports that as INTERNAL, though the server said nothing: the connection is what failed.
+    (err instanceof Error && /RST_STREAM with code 0|Call ended without gRPC status/.test(err.message))
   );
 }
 
