@@ -319,11 +319,13 @@ export class Updater {
   }
 
   private async finishUpdate(boot: Boot, pending: PendingUpdate): Promise<void> {
+    this.log.info({ version: pending.version, slot: pending.slot }, "update complete: booted and blessed");
+    // Reported before the lock is released, so the next machine's "draining" always comes after
+    // this one's "blessed": the records never show two machines out of service at once.
+    await this.publish(boot, "blessed", `${pending.version} booted from slot ${pending.slot} and blessed`);
     await this.releaseLock(pending);
     boot.state = { ...boot.state, pending: undefined, outcome: "blessed" };
     await writeState(this.deps.cfg.stateDir, boot.state);
-    this.log.info({ version: pending.version, slot: pending.slot }, "update complete: booted and blessed");
-    await this.publish(boot, "blessed", `${pending.version} booted from slot ${pending.slot} and blessed`);
   }
 
   private async keepLease(boot: Boot, pending: PendingUpdate): Promise<void> {
