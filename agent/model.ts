@@ -84,6 +84,8 @@ export interface UnitState {
   subState: string;
   /** The agent has started the unit for this placement (fleet's job-state heartbeat). */
   launched?: boolean;
+  /** Why the agent would not load the unit here (e.g. the machine already has a unit of that name). */
+  reason?: string;
 }
 
 /** fleet's derived job state, exposed as `currentState` in the API. */

@@ -60,7 +60,7 @@ export function parseCommandQuery(query: URLSearchParams): CommandQuery {
  */
 export function commandTarget(
   name: string,
-  snap: Pick<ClusterSnapshot, "units" | "schedule" | "pending" | "machines">,
+  snap: Pick<ClusterSnapshot, "units" | "schedule" | "pending" | "machines" | "states">,
   selfID: string,
   requested?: string,
 ): { machineID: string; machine?: Machine & { apiURL: string } } {
@@ -77,6 +77,9 @@ export function commandTarget(
     }
     target = selfID;
   }
+  // A unit the machine refused (it has an OS unit of that name): systemctl would show the OS's unit.
+  const refused = snap.states.find((s) => s.name === name && s.machineID === target && s.reason);
+  if (refused) throw new ApiError(409, `unit ${name} on machine ${target}: ${refused.reason}`);
   if (target === selfID) return { machineID: selfID };
   const machine = snap.machines.find((m) => m.id === target);
   if (!machine) {

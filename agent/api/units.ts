@@ -311,7 +311,8 @@ export function toWireUnit(
     machineID: placement?.machineID,
     name: unit.name,
     options,
-    reason: unitReason(unit, snap),
+    // The engine's reason first; else why the target machine would not load it.
+    reason: unitReason(unit, snap) ?? targetState?.reason,
   }) as WireUnit;
 }
 

@@ -1,7 +1,10 @@
 // The machine-side reconciler: desired units (scheduled here, plus matching global units) against
-// what systemd has, planned by the pure `plan` and applied through the systemd adapter. It acts
-// only on a fresh etcd snapshot, so when etcd is unreachable nothing is stopped (fixes fleet#1289).
+// what systemd has, planned by the pure `plan` and applied through the UnitManager port in phases
+// (stops → unit files removed and written → one daemon-reload → starts), so a batch of N units
+// costs systemd one reload, not N. It acts only on a fresh etcd snapshot, so when etcd is
+// unreachable nothing is stopped (fixes fleet#1289).
 
+import { forEachBounded } from "../bounded.js";
 import type { Membership } from "../cluster/membership.js";
 import { coalesced } from "../coalesce.js";
 import { hasContainerSection, type RenderContext, renderContainerUnit } from "../containers/index.js";
@@ -13,7 +16,7 @@ import { timePass } from "../metrics.js";
 import type { UnitRecord, UnitState } from "../model.js";
 import type { Keys } from "../registry/keys.js";
 import type { ClusterSnapshot, Registry } from "../registry/registry.js";
-import type { SystemdManager } from "../systemd/manager.js";
+import type { SystemdUnitState, UnitManager } from "../systemd/port.js";
 import { parseRequirements, parseUnitFile, serializeUnit, unitHash } from "../unit/index.js";
 import { type CurrentUnit, type DesiredUnit, plan, type Task } from "./plan.js";
 
@@ -30,11 +33,29 @@ const STOPPING_STATES = new Set(["active", "activating", "reloading", "deactivat
 /** systemd states in which a unit counts as started by us (fleet's "launched"). */
 const STARTED_STATES = new Set(["active", "activating", "reloading", "deactivating", "failed"]);
 
+/**
+ * Start and stop calls in flight at once. Each returns once systemd has queued the job, so a few
+ * overlap the D-Bus round trips and let systemd run the jobs side by side; more would only queue.
+ */
+export const JOB_CONCURRENCY = 16;
+
+/** The published load state of a unit the machine already has (an OS unit): see docs/units.md. */
+export const REFUSED_LOAD_STATE = "refused";
+
+/** What the reconciler reads and deletes in the registry. */
+export type ReconcilerRegistry = Pick<Registry, "snapshot" | "deleteState" | "deleteKey">;
+/** What the reconciler needs of this machine's membership. */
+export type ReconcilerMembership = Pick<Membership, "current" | "putLeased">;
+
 export class Reconciler {
   /** Hash of each unit file we have written, by unit name. */
   private readonly loaded = new Map<string, string>();
   /** Units we have issued a start for since loading them (fleet's agent cache). */
   private readonly launched = new Set<string>();
+  /** Units desired here that the machine already has outside our unit directory: why, by name. */
+  private readonly refused = new Map<string, string>();
+  /** Unit files were written or removed since systemd last reloaded (a failed reload is retried). */
+  private reloadNeeded = false;
   /** Last state JSON published per unit, so unchanged states are not rewritten. */
   private readonly published = new Map<string, string>();
   /** The registry record of each unit desired here, as of the last pass. */
@@ -47,10 +68,10 @@ export class Reconciler {
   readonly publishStates = coalesced(() => this.publishOnce());
 
   constructor(
-    private readonly registry: Registry,
+    private readonly registry: ReconcilerRegistry,
     private readonly keys: Keys,
-    private readonly membership: Membership,
-    private readonly systemd: SystemdManager,
+    private readonly membership: ReconcilerMembership,
+    private readonly systemd: UnitManager,
     /** Asked at each load, so that a registry auth file provisioned later is used by later loads. */
     private readonly render: () => RenderContext,
     private readonly log: Logger,
@@ -111,11 +132,133 @@ export class Reconciler {
       desired.map((d) => d.want),
       current,
     );
-    if (tasks.length > 0) this.log.debug({ trigger: reason, tasks: tasks.length }, "reconcile pass");
     this.records.clear();
     for (const d of desired) this.records.set(d.want.name, d.record);
-    for (const task of tasks) await this.apply(task, this.records.get(task.unit));
-    await this.publishStates();
+    for (const name of this.refused.keys()) if (!this.records.has(name)) this.refused.delete(name);
+    if (tasks.length > 0) this.log.debug({ trigger: reason, tasks: tasks.length }, "reconcile pass");
+    await this.run(await this.withoutHostUnits(tasks));
+    // Not awaited: the next pass (units placed meanwhile) need not wait for etcd writes.
+    this.publishStates().catch((err: unknown) =>
+      this.log.warn({ err: String(err) }, "cannot read unit states from systemd to publish them"),
+    );
+  }
+
+  /**
+   * Drops the load and start of every unit the machine already has outside our unit directory
+   * (an OS unit such as ssh.service): writing ours would replace its definition, and stopping or
+   * removing ours later would stop the OS's service. Such units are published as refused instead.
+   */
+  private async withoutHostUnits(tasks: Task[]): Promise<Task[]> {
+    const names = tasks.filter((t) => t.kind === "load").map((t) => t.unit);
+    if (names.length === 0) return tasks;
+    let host: Map<string, string>;
+    try {
+      host = await this.systemd.hostUnits(names);
+    } catch (err) {
+      // Unknown is not "free": loading blindly could replace an OS unit. The next pass asks again.
+      this.log.error({ units: names, err: String(err) }, "cannot ask systemd for its own units; not loading");
+      const skip = new Set(names);
+      return tasks.filter((t) => !skip.has(t.unit) || (t.kind !== "load" && t.kind !== "start"));
+    }
+    for (const name of names) {
+      const path = host.get(name);
+      if (path === undefined) {
+        this.refused.delete(name);
+        continue;
+      }
+      const why = `refused: this machine already has ${name} (${path}); the cluster unit would replace it`;
+      if (this.refused.get(name) !== why) this.log.warn({ unit: name, path }, why);
+      this.refused.set(name, why);
+    }
+    return tasks.filter((t) => !host.has(t.unit) || (t.kind !== "load" && t.kind !== "start"));
+  }
+
+  /**
+   * Applies tasks in phases: stops; once those units have stopped, their files removed; new files
+   * written; one daemon-reload for all of it; starts. Stops and starts run side by side, bounded.
+   * Each task's failure is logged and costs only that unit (and its own later tasks).
+   */
+  private async run(tasks: Task[]): Promise<void> {
+    const of = (kind: Task["kind"]) => tasks.filter((t) => t.kind === kind);
+    const unloads = of("unload");
+    const failed = new Set<string>();
+    const step = (fn: (task: Task) => Promise<void>) => async (task: Task) => {
+      // A unit whose file could not be written is not started; its failure is logged already.
+      if (task.kind === "start" && failed.has(task.unit)) return;
+      try {
+        await fn(task);
+        this.log.info(
+          { unit: task.unit, task: task.kind, reason: task.reason },
+          `${task.kind} ${task.unit}: ${task.reason}`,
+        );
+      } catch (err) {
+        failed.add(task.unit);
+        this.log.error(
+          { unit: task.unit, task: task.kind, reason: task.reason, err: String(err) },
+          `${task.kind} ${task.unit} failed`,
+        );
+      }
+    };
+    await forEachBounded(of("stop"), JOB_CONCURRENCY, step(this.stop));
+    if (unloads.length > 0) await this.untilStopped(unloads.map((t) => t.unit));
+    await forEachBounded(unloads, JOB_CONCURRENCY, step(this.removeFile));
+    await forEachBounded(of("load"), JOB_CONCURRENCY, step(this.writeFile));
+    if (this.reloadNeeded) {
+      try {
+        await this.systemd.reload();
+        this.reloadNeeded = false;
+        this.log.debug({ unloaded: unloads.length, loaded: of("load").length }, "systemd reloaded");
+      } catch (err) {
+        this.log.error({ err: String(err) }, "systemd daemon-reload failed; retrying on the next pass");
+      }
+    }
+    // A unit that failed before it was unloaded leaves no failed state behind.
+    await forEachBounded(unloads, JOB_CONCURRENCY, (t) =>
+      failed.has(t.unit) || this.loaded.has(t.unit) ? Promise.resolve() : this.resetFailed(t.unit),
+    );
+    await forEachBounded(of("start"), JOB_CONCURRENCY, step(this.start));
+  }
+
+  private readonly stop = async (task: Task): Promise<void> => {
+    await this.systemd.stop(task.unit);
+    this.launched.delete(task.unit);
+  };
+
+  private readonly removeFile = async (task: Task): Promise<void> => {
+    this.reloadNeeded = true;
+    await this.systemd.removeUnit(task.unit);
+    this.loaded.delete(task.unit);
+    this.launched.delete(task.unit);
+  };
+
+  private readonly writeFile = async (task: Task): Promise<void> => {
+    const record = this.records.get(task.unit);
+    if (!record) throw new Error("no unit record to load");
+    const enable = record.options.some((o) => o.section === "Install");
+    const options = hasContainerSection(record.options)
+      ? renderContainerUnit(task.unit, record.options, this.render()).options
+      : record.options;
+    this.reloadNeeded = true;
+    await this.systemd.writeUnit(
+      task.unit,
+      `${HASH_HEADER}${record.hash}\n${serializeUnit(options)}`,
+      enable,
+    );
+    this.loaded.set(task.unit, record.hash);
+  };
+
+  private readonly start = async (task: Task): Promise<void> => {
+    if (!this.loaded.has(task.unit)) throw new Error("its unit file is not loaded");
+    await this.systemd.start(task.unit);
+    this.launched.add(task.unit);
+  };
+
+  private async resetFailed(name: string): Promise<void> {
+    try {
+      await this.systemd.resetFailed(name);
+    } catch (err) {
+      this.log.warn({ unit: name, err: String(err) }, "reset-failed after unload failed");
+    }
   }
 
   private desiredUnits(snap: ClusterSnapshot): { want: DesiredUnit; record: UnitRecord }[] {
@@ -139,61 +282,28 @@ export class Reconciler {
     return out;
   }
 
-  private async apply(task: Task, record: UnitRecord | undefined): Promise<void> {
-    const log = this.log.child({ unit: task.unit, task: task.kind });
-    try {
-      switch (task.kind) {
-        case "load": {
-          if (!record) throw new Error("no unit record to load");
-          const enable = record.options.some((o) => o.section === "Install");
-          const options = hasContainerSection(record.options)
-            ? renderContainerUnit(task.unit, record.options, this.render()).options
-            : record.options;
-          await this.systemd.load(
-            task.unit,
-            `${HASH_HEADER}${record.hash}\n${serializeUnit(options)}`,
-            enable,
-          );
-          this.loaded.set(task.unit, record.hash);
-          break;
-        }
-        case "start":
-          await this.systemd.start(task.unit);
-          this.launched.add(task.unit);
-          break;
-        case "stop":
-          await this.systemd.stop(task.unit);
-          this.launched.delete(task.unit);
-          break;
-        case "unload":
-          await this.untilStopped(task.unit, log);
-          await this.systemd.unload(task.unit);
-          this.loaded.delete(task.unit);
-          this.launched.delete(task.unit);
-          break;
-      }
-      log.info({ reason: task.reason }, `${task.kind} ${task.unit}: ${task.reason}`);
-    } catch (err) {
-      log.error({ reason: task.reason, err: String(err) }, `${task.kind} ${task.unit} failed`);
-    }
-  }
-
   /**
-   * Waits while the unit is still stopping. StopUnit returns once the job is queued; removing the
-   * unit file and reloading systemd during the stop would drop the rest of it (ExecStopPost, which
-   * removes a container whose conmon was killed, and SuccessExitStatus), leaving a container behind.
+   * Waits while any of these units is still stopping. StopUnit returns once the job is queued;
+   * removing a unit file and reloading systemd during the stop would drop the rest of it
+   * (ExecStopPost, which removes a container whose conmon was killed, and SuccessExitStatus),
+   * leaving a container behind. The batch waits together, so N stops cost the longest one.
    */
-  private async untilStopped(name: string, log: Logger): Promise<void> {
+  private async untilStopped(names: string[]): Promise<void> {
     const deadline = Date.now() + UNLOAD_STOP_WAIT_MS;
-    for (;;) {
-      const state = (await this.systemd.states([name])).get(name)?.activeState;
+    // Most stops take milliseconds: look again soon, then less often for slow ones.
+    for (let pause = 20; ; pause = Math.min(pause * 2, 200)) {
+      const states = await this.systemd.states(names);
       // Just after StopUnit the job may not have begun: "active" still counts as stopping.
-      if (state === undefined || !STOPPING_STATES.has(state)) return;
+      const stopping = names.filter((n) => STOPPING_STATES.has(states.get(n)?.activeState ?? ""));
+      if (stopping.length === 0) return;
       if (Date.now() > deadline) {
-        log.warn({ waitedMs: UNLOAD_STOP_WAIT_MS }, `${name} is still stopping; unloading it anyway`);
+        this.log.warn(
+          { units: stopping, waitedMs: UNLOAD_STOP_WAIT_MS },
+          `${stopping.join(", ")} still stopping; unloading anyway`,
+        );
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await new Promise((resolve) => setTimeout(resolve, pause));
     }
   }
 
@@ -202,9 +312,10 @@ export class Reconciler {
     const me = this.membership.current.id;
     const states = await this.systemd.states([...this.loaded.keys()]);
     try {
+      const current = new Map<string, UnitState>();
       for (const [name, hash] of this.loaded) {
         const s = states.get(name);
-        const state: UnitState = {
+        current.set(name, {
           name,
           hash,
           machineID: me,
@@ -212,17 +323,35 @@ export class Reconciler {
           activeState: s?.activeState ?? "inactive",
           subState: s?.subState ?? "dead",
           launched: this.launched.has(name),
-        };
+        });
+      }
+      for (const [name, reason] of this.refused) {
+        const hash = this.records.get(name)?.hash ?? "";
+        current.set(name, {
+          name,
+          hash,
+          machineID: me,
+          loadState: REFUSED_LOAD_STATE,
+          activeState: "inactive",
+          subState: "dead",
+          launched: false,
+          reason,
+        });
+      }
+      // Side by side: after a batch, dozens of states change at once.
+      const changed = [...current].filter(
+        ([name, state]) => this.published.get(name) !== JSON.stringify(state),
+      );
+      await forEachBounded(changed, JOB_CONCURRENCY, async ([name, state]) => {
         const json = JSON.stringify(state);
-        if (this.published.get(name) === json) continue;
         await this.membership.putLeased(this.keys.state(name, me), json);
         this.published.set(name, json);
-      }
-      for (const name of [...this.published.keys()]) {
-        if (this.loaded.has(name)) continue;
+      });
+      const gone = [...this.published.keys()].filter((name) => !current.has(name));
+      await forEachBounded(gone, JOB_CONCURRENCY, async (name) => {
         await this.registry.deleteState(name, me);
         this.published.delete(name);
-      }
+      });
       await this.publishServices(states);
     } catch (err) {
       this.log.debug({ err: String(err) }, "state publish deferred: etcd unreachable or not a member");
@@ -230,7 +359,7 @@ export class Reconciler {
   }
 
   /** Keeps one service record per active unit under this machine's lease (docs/discovery.md). */
-  private async publishServices(states: Map<string, { activeState: string }>): Promise<void> {
+  private async publishServices(states: Map<string, SystemdUnitState>): Promise<void> {
     const me = this.membership.current;
     const inputs = [...this.loaded.keys()].flatMap((name) => {
       const unit = this.records.get(name);
@@ -257,9 +386,12 @@ export class Reconciler {
 
   /** Graceful stop: stop and unload every unit so the engine can place them elsewhere at once. */
   async unloadAll(): Promise<void> {
-    for (const name of [...this.loaded.keys()].sort()) {
-      await this.apply({ kind: "stop", unit: name, reason: "agent shutting down" }, undefined);
-      await this.apply({ kind: "unload", unit: name, reason: "agent shutting down" }, undefined);
-    }
+    const reason = "agent shutting down";
+    const names = [...this.loaded.keys()].sort();
+    this.refused.clear();
+    await this.run([
+      ...names.map((unit): Task => ({ kind: "stop", unit, reason })),
+      ...names.map((unit): Task => ({ kind: "unload", unit, reason })),
+    ]);
   }
 }

@@ -1,23 +1,21 @@
-// systemd over D-Bus (dbus-next): the adapter that applies the agent's tasks. Unit files live in
-// /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
+// systemd over D-Bus (dbus-next): the UnitManager port (port.ts) on a real machine. Unit files live
+// in /run/fleet/units and are linked into systemd's runtime directory, as fleet does. State changes
 // arrive by subscription (PropertiesChanged, JobRemoved); one ListUnitsByNames call then reads
 // the states of fleet's units, instead of polling every unit.
 
 import { EventEmitter } from "node:events";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, readdir, readFile, readlink, rm, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
 import dbus from "dbus-next";
 import type { Logger } from "../log.js";
+import { templateOf } from "../unit/names.js";
+import type { SystemdUnitState, UnitManager } from "./port.js";
+
+export type { SystemdUnitState } from "./port.js";
 
 const SYSTEMD = "org.freedesktop.systemd1";
 const SYSTEMD_PATH = "/org/freedesktop/systemd1";
 const MANAGER = "org.freedesktop.systemd1.Manager";
-
-export interface SystemdUnitState {
-  loadState: string;
-  activeState: string;
-  subState: string;
-}
 
 /** The org.freedesktop.systemd1.Manager methods this adapter calls. */
 interface ManagerInterface extends EventEmitter {
@@ -32,6 +30,10 @@ interface ManagerInterface extends EventEmitter {
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
 }
 
+interface PropertiesInterface {
+  Get(iface: string, property: string): Promise<dbus.Variant>;
+}
+
 export interface SystemdEvents {
   /** Something about some unit changed; read states again. */
   change: [];
@@ -39,11 +41,12 @@ export interface SystemdEvents {
   disconnected: [Error];
 }
 
-export class SystemdManager extends EventEmitter<SystemdEvents> {
+export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitManager {
   private constructor(
     private readonly bus: dbus.MessageBus,
     private readonly manager: ManagerInterface,
     readonly unitDir: string,
+    private readonly unitPath: readonly string[],
     private readonly log: Logger,
   ) {
     super();
@@ -54,7 +57,10 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     const bus = busAddress ? dbus.sessionBus({ busAddress }) : dbus.systemBus();
     const obj = await bus.getProxyObject(SYSTEMD, SYSTEMD_PATH);
     const manager = obj.getInterface(MANAGER) as unknown as ManagerInterface;
-    const mgr = new SystemdManager(bus, manager, unitDir, log);
+    const props = obj.getInterface("org.freedesktop.DBus.Properties") as unknown as PropertiesInterface;
+    // systemd's unit search path (/etc, /run, /usr/lib…, generator and transient directories).
+    const unitPath = (await props.Get(MANAGER, "UnitPath")).value as string[];
+    const mgr = new SystemdManager(bus, manager, unitDir, unitPath, log);
     await mgr.subscribe();
     await mkdir(unitDir, { recursive: true });
     return mgr;
@@ -82,21 +88,24 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     this.bus.on("error", (err: Error) => this.emit("disconnected", err));
   }
 
-  /** Writes the unit file, links it at runtime and reloads systemd. */
-  async load(name: string, contents: string, enable: boolean): Promise<void> {
+  async writeUnit(name: string, contents: string, enable: boolean): Promise<void> {
     const path = join(this.unitDir, name);
     await writeFile(path, contents, { mode: 0o644 });
     await this.manager.LinkUnitFiles([path], true, true);
     // [Install] units are enabled too, as fleet does (systemctl enable --runtime).
     if (enable) await this.manager.EnableUnitFiles([path], true, true);
+  }
+
+  async removeUnit(name: string): Promise<void> {
+    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
+    await rm(join(this.unitDir, name), { force: true });
+  }
+
+  async reload(): Promise<void> {
     await this.manager.Reload();
   }
 
-  /** Removes the unit's link and file, forgets a failed state, and reloads systemd. */
-  async unload(name: string): Promise<void> {
-    await this.manager.DisableUnitFiles([name], true).catch(this.ignoreNoSuchUnit(name));
-    await rm(join(this.unitDir, name), { force: true });
-    await this.manager.Reload();
+  async resetFailed(name: string): Promise<void> {
     await this.manager.ResetFailedUnit(name).catch(this.ignoreNoSuchUnit(name));
   }
 
@@ -134,6 +143,10 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
     return out;
   }
 
+  hostUnits(names: string[]): Promise<Map<string, string>> {
+    return findHostUnitFiles(names, this.unitPath, this.unitDir);
+  }
+
   close(): void {
     this.bus.disconnect();
     // dbus-next keeps its socket referenced after disconnect(); release it so the process can exit.
@@ -150,4 +163,39 @@ export class SystemdManager extends EventEmitter<SystemdEvents> {
       throw err;
     };
   }
+}
+
+/**
+ * The unit files of these names (or of their templates, for instances) in systemd's unit search
+ * path, by name, except the agent's own links into `unitDir`: the machine's own units. File
+ * lookups only, so no work for PID 1 whatever the batch size.
+ */
+export async function findHostUnitFiles(
+  names: readonly string[],
+  unitPath: readonly string[],
+  unitDir: string,
+): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const ours = resolve(unitDir);
+  for (const name of names) {
+    const template = templateOf(name);
+    search: for (const dir of unitPath) {
+      for (const file of template ? [name, template] : [name]) {
+        const path = join(dir, file);
+        let target: string | undefined;
+        try {
+          target = await readlink(path);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code === "ENOENT" || code === "ENOTDIR") continue;
+          // EINVAL: a regular file, the machine's own. Anything else is no proof of absence.
+          if (code !== "EINVAL") throw err;
+        }
+        if (target !== undefined && dirname(resolve(dir, target)) === ours) continue;
+        out.set(name, path);
+        break search;
+      }
+    }
+  }
+  return out;
 }

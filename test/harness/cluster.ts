@@ -1,7 +1,7 @@
 import path from "node:path";
 import type { Firmware } from "./boot-loader.js";
 import { type Etcd, launchEtcd } from "./etcd.js";
-import { ensureHostPackages } from "./host.js";
+import { ensureHostPackages, ensureInotifyInstances } from "./host.js";
 import { log, since } from "./log.js";
 import { Machine } from "./machine.js";
 import { harnessPki } from "./pki.js";
@@ -70,6 +70,7 @@ export class Cluster {
     }
     const t = performance.now();
     await ensureHostPackages();
+    ensureInotifyInstances(opts.machines);
     const rootfs = await (opts.rootfs ?? imageRootfs)();
     const r = Run.create();
     try {

@@ -2,6 +2,7 @@
 // tables compared byte for byte.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { unitHash } from "../../agent/unit/index.js";
 import { Cluster } from "../harness/index.js";
 import {
   EtcdView,
@@ -202,5 +203,90 @@ describe("fleetctl lifecycle", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("bad.service:3");
     expect((await fc("list-unit-files", "--no-legend")).stdout).toBe("");
+  });
+});
+
+describe("a cluster unit named like a unit the machine already has", () => {
+  const LOCAL = "os-local.service";
+  const JOURNALD = "systemd-journald.service";
+  const activeWithID = async (m: (typeof cluster.machines)[number], name: string) =>
+    `${(await m.exec(["systemctl", "is-active", name])).stdout.trim()} ${await invocationID(m, name)}`;
+  const refusedOnEveryMachine = (name: string) =>
+    waitFor(
+      `${name} refused on every machine`,
+      async () => {
+        const states = await etcd.states(name);
+        return states.length === cluster.machines.length && states.every((s) => s.loadState === "refused")
+          ? states
+          : undefined;
+      },
+      20_000,
+    );
+
+  it("is refused on every machine with the reason, and the OS units keep running, also after destroy", async () => {
+    // An OS unit added by the machine's operator (/etc), and one the image ships (/usr). The API
+    // may refuse image-shipped names itself; the journald record goes straight into etcd, as an
+    // older agent or another image would have let it in, to show the machine holds on its own.
+    for (const m of cluster.machines) {
+      await m.exec([
+        "sh",
+        "-c",
+        `printf '[Service]\\nExecStart=/bin/sleep infinity\\n' > /etc/systemd/system/${LOCAL}`,
+      ]);
+      await m.exec(["systemctl", "daemon-reload"]);
+      await m.exec(["systemctl", "start", LOCAL]);
+    }
+    const before = new Map<string, string>();
+    for (const m of cluster.machines)
+      for (const name of [LOCAL, JOURNALD]) before.set(`${m.name} ${name}`, await activeWithID(m, name));
+    expect([...before.values()].every((v) => v.startsWith("active "))).toBe(true);
+
+    const global = "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nGlobal=true\n";
+    const hostDir = unitDir({ [LOCAL]: global });
+    const start = await fleetctl(endpoint, ["start", "--no-block", LOCAL], hostDir);
+    expect(start.code).toBe(0);
+    const options = [
+      { section: "Service", name: "ExecStart", value: "/bin/sleep infinity" },
+      { section: "X-Fleet", name: "Global", value: "true" },
+    ];
+    await etcd.client
+      .put(etcd.keys.unit(JOURNALD))
+      .value(JSON.stringify({ name: JOURNALD, options, hash: unitHash(options), desiredState: "launched" }));
+
+    for (const name of [LOCAL, JOURNALD]) {
+      const states = await refusedOnEveryMachine(name);
+      for (const s of states)
+        expect(s.reason).toMatch(new RegExp(`^refused: this machine already has ${name} \\(/`));
+    }
+    // A global unit has a state per machine: each shows the refusal in its LOAD column.
+    const list = await fc("list-units", "--no-legend", "--fields", "unit,load,active");
+    const rows = list.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(/\t+/))
+      .filter((r) => r[0] === LOCAL);
+    expect(rows).toEqual(cluster.machines.map(() => [LOCAL, "refused", "inactive"]));
+    const status = await fc("status", LOCAL);
+    expect(status.code).not.toBe(0);
+    expect(status.stderr).toContain(`refused: this machine already has ${LOCAL}`);
+
+    const checkUntouched = async () => {
+      for (const m of cluster.machines) {
+        for (const name of [LOCAL, JOURNALD]) {
+          expect(await activeWithID(m, name)).toBe(before.get(`${m.name} ${name}`));
+          expect((await m.exec(["test", "-e", `/run/fleet/units/${name}`])).code).not.toBe(0);
+          expect((await m.exec(["test", "-e", `/run/systemd/system/${name}`])).code).not.toBe(0);
+        }
+      }
+    };
+    await checkUntouched();
+
+    expect((await fc("destroy", LOCAL, JOURNALD)).code).toBe(0);
+    await waitFor(
+      "refused states withdrawn",
+      async () => (await etcd.states(LOCAL)).length + (await etcd.states(JOURNALD)).length === 0,
+      20_000,
+    );
+    await checkUntouched();
   });
 });

@@ -65,15 +65,41 @@ describe("commandTarget", () => {
     ...(apiURL ? { apiURL } : {}),
   });
   const snap = {
-    units: [unit("here.service"), unit("there.service"), unit("nowhere.service"), unit("g.service", true)],
+    units: [
+      unit("here.service"),
+      unit("there.service"),
+      unit("nowhere.service"),
+      unit("g.service", true),
+      unit("ssh.service"),
+    ],
     schedule: new Map([
       ["here.service", { machineID: "self", at: 0, reason: "" }],
       ["there.service", { machineID: "m2", at: 0, reason: "" }],
+      ["ssh.service", { machineID: "m2", at: 0, reason: "" }],
     ]),
     pending: new Map<string, PendingReason>([
       ["nowhere.service", { reason: "no machine has region=eu", at: 0 }],
     ]),
     machines: [machine("self", "http://10.0.0.1:4002"), machine("m2", "http://10.0.0.2:4002"), machine("m3")],
+    states: [
+      {
+        name: "there.service",
+        hash: "h",
+        machineID: "m2",
+        loadState: "loaded",
+        activeState: "active",
+        subState: "running",
+      },
+      {
+        name: "ssh.service",
+        hash: "h",
+        machineID: "m2",
+        loadState: "refused",
+        activeState: "inactive",
+        subState: "dead",
+        reason: "refused: this machine already has ssh.service (/usr/lib/systemd/system/ssh.service)",
+      },
+    ],
   };
 
   it("runs locally for a unit placed here and for a global unit", () => {
@@ -98,6 +124,14 @@ describe("commandTarget", () => {
     expect(apiError(() => commandTarget("nowhere.service", snap, "self"))).toMatchObject({
       status: 409,
       message: "unit nowhere.service is not scheduled to any machine: no machine has region=eu",
+    });
+  });
+
+  it("answers 409 with the machine's reason for a unit it refused, instead of showing the OS's unit", () => {
+    expect(apiError(() => commandTarget("ssh.service", snap, "self"))).toMatchObject({
+      status: 409,
+      message:
+        "unit ssh.service on machine m2: refused: this machine already has ssh.service (/usr/lib/systemd/system/ssh.service)",
     });
   });
 

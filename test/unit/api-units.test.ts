@@ -344,4 +344,15 @@ describe("toWireUnit", () => {
     const pending = { ...idle, pending: new Map([["a.service", { reason: "no eligible machine", at: 0 }]]) };
     expect(toWireUnit(unit, pending, indexStates([])).reason).toBe("no eligible machine");
   });
+
+  it("shows why the target machine refused the unit", () => {
+    const unit = record("a.service");
+    const placedThere = {
+      schedule: new Map([["a.service", placed("m1")]]),
+      pending: new Map(),
+      failures: new Map(),
+    };
+    const refused = { ...state("a.service", "m1"), loadState: "refused", reason: "refused: an OS unit" };
+    expect(toWireUnit(unit, placedThere, indexStates([refused])).reason).toBe("refused: an OS unit");
+  });
 });
