@@ -55,7 +55,7 @@ class FakeCluster {
   readonly membership = {
     current: this.machine,
     putLeased: async (key: string, value: string) => {
-      if (key.startsWith(keys.prefix + "states/")) this.states.set(key, JSON.parse(value) as UnitState);
+      if (key.startsWith(`${keys.prefix}states/`)) this.states.set(key, JSON.parse(value) as UnitState);
     },
   };
 
