@@ -11,7 +11,6 @@ import { hostUnitCheck } from "./api/hostunits.js";
 import { createApiServer } from "./api/server.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { DuplicateMachineError, Membership } from "./cluster/membership.js";
-import { coalesced } from "./coalesce.js";
 import {
   type AgentConfig,
   ConfigError,
@@ -33,13 +32,14 @@ import { type DnsServer, startDnsServer } from "./discovery/server.js";
 import { Engine } from "./engine/engine.js";
 import { applyContainerFence } from "./fence/apply.js";
 import { createLogger, type Logger } from "./log.js";
-import { agentMetrics, timePass } from "./metrics.js";
+import { type Loops, startLoops } from "./loops.js";
+import { agentMetrics } from "./metrics.js";
 import type { Machine } from "./model.js";
 import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
 import { Keys } from "./registry/keys.js";
 import { openRegistry } from "./registry/open.js";
-import { route, type Wakes } from "./routing.js";
+import { route } from "./routing.js";
 import { SystemdManager } from "./systemd/manager.js";
 import { runHealthGate } from "./update/health.js";
 import { RebootLock } from "./update/lock.js";
@@ -274,61 +274,6 @@ async function main(args: string[]): Promise<void> {
     log.fatal({ err: String(err) }, "lost the D-Bus connection to systemd; exiting so systemd restarts us");
     process.exit(1);
   });
-}
-
-interface Loops {
-  /** Wakes the loops a batch of registry changes concerns (routing.ts). */
-  wake(w: Wakes): void;
-  /** The view was listed again: anything may have changed. */
-  resync(): void;
-  stop(): void;
-}
-
-/** Timers plus the view's changes; a change only wakes the loops that care about it. */
-function startLoops(
-  cfg: AgentConfig,
-  engine: Engine | undefined,
-  reconciler: Reconciler,
-  systemd: SystemdManager,
-  updates: { checkRequested(): void; rebootGroupChanged(): void },
-): Loops {
-  const timers: NodeJS.Timeout[] = [];
-  const enginePass = coalesced(() => timePass("engine", engine?.pass() ?? Promise.resolve()));
-  const runEngine = () => void enginePass();
-  const debounce = (fn: () => void, ms: number) => {
-    let t: NodeJS.Timeout | undefined;
-    return () => {
-      if (t) return;
-      t = setTimeout(() => {
-        t = undefined;
-        fn();
-      }, ms);
-    };
-  };
-  const soonEngine = debounce(runEngine, 50);
-  const soonAgent = debounce(() => void reconciler.trigger("registry changed"), 50);
-  const soonPublish = debounce(() => void reconciler.publishStates(), 100);
-
-  timers.push(setInterval(runEngine, cfg.engineIntervalMs));
-  timers.push(setInterval(() => void reconciler.trigger("periodic"), cfg.agentIntervalMs));
-  runEngine();
-  systemd.on("change", soonPublish);
-
-  return {
-    wake(w) {
-      if (w.engine) soonEngine();
-      if (w.agent) soonAgent();
-      if (w.updateCheck) updates.checkRequested();
-      if (w.rebootGroup) updates.rebootGroupChanged();
-    },
-    resync() {
-      soonEngine();
-      soonAgent();
-    },
-    stop() {
-      for (const t of timers) clearInterval(t);
-    },
-  };
 }
 
 /**

@@ -28,8 +28,8 @@ async function putUnit(api: string, name: string): Promise<void> {
 }
 
 async function deleteUnit(api: string, name: string): Promise<void> {
-  const res = await fetch(`${api}/fleet/v1/units/${encodeURIComponent(name)}`, { method: "DELETE" });
-  if (res.status !== 204) throw new Error(`DELETE ${name}: ${res.status} ${await res.text()}`);
+  const res = await httpRequest("DELETE", api, `/fleet/v1/units/${encodeURIComponent(name)}`);
+  if (res.status !== 204) throw new Error(`DELETE ${name}: ${res.status} ${res.text}`);
 }
 
 /** ActiveState of each of `names` that the machine's systemd has loaded, asked over its D-Bus. */
