@@ -7,9 +7,9 @@
 // MB of them have piled up) from growth per request, which would be a leak. Prints figures only.
 //   npx tsx bench/refused-puts.ts [--puts=1000]
 
-import http from "node:http";
-import { Cluster, type Machine } from "../test/harness/index.js";
-import { waitFor } from "../test/integration/support.js";
+import https from "node:https";
+import { Cluster, harnessPki, type Machine } from "../test/harness/index.js";
+import { httpRequest, waitFor } from "../test/integration/support.js";
 
 const puts = Number(process.argv.find((a) => a.startsWith("--puts="))?.split("=")[1] ?? 1000);
 
@@ -23,7 +23,8 @@ async function agentRssKiB(m: Machine): Promise<number> {
 function put(api: string, name: string, body: string, chunked: boolean): Promise<number> {
   const url = new URL(api);
   return new Promise((resolve, reject) => {
-    const req = http.request({
+    const req = https.request({
+      ...harnessPki().material(),
       host: url.hostname,
       port: url.port,
       method: "PUT",
@@ -66,7 +67,7 @@ try {
   const m = cluster.machines[0] as Machine;
   await waitFor(
     "the agent's API",
-    async () => (await fetch(`${m.apiURL}/flotilla/v1/health`)).status === 200,
+    async () => (await httpRequest("GET", m.apiURL, "/flotilla/v1/health")).status === 200,
     60_000,
   );
   // Let the agent finish starting (first passes, JIT) before the baseline.
@@ -109,7 +110,7 @@ try {
   }
   await run(`refused ${(large.length / 1e3).toFixed(0)} KB units (parsed, over 64 KiB)`, large, () => false);
 
-  const health = await fetch(`${m.apiURL}/flotilla/v1/health`);
+  const health = await httpRequest("GET", m.apiURL, "/flotilla/v1/health");
   const base = phases[0]?.[1] ?? 1;
   const control = phases[1]?.[1] ?? 1;
   const first = phases[2]?.[1] ?? 1;
