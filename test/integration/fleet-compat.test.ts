@@ -1,6 +1,6 @@
 // fleet v1.0 compatibility on 3 real machines carrying fleet's functional-test metadata
 // (hostname=smoke1..3): fleet's own metadata@.service template as written, and restart's exit code.
-// How the original fleetctl's restart fares against Flotilla is in docs/fleet-compat.md.
+// How the original fleetctl's restart fares against Flotilla is in docs/fleet-compatibility.md.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Cluster, type Machine } from "../harness/index.js";
