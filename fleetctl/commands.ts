@@ -55,21 +55,29 @@ async function findUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[
 }
 
 /**
- * The registry units named by the arguments of stop/unload/destroy, or the exit code when
- * there is nothing to do: fleet exits 0 for no arguments and for units that do not exist.
+ * The registry units named by the arguments, or the exit code when there are none to act on:
+ * fleet exits 0 for no arguments, 1 when the registry cannot be read.
  */
-async function existingUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[] | number> {
+async function namedUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[] | number> {
   if (args.length === 0) {
     ctx.err("No units given");
     return 0;
   }
-  let units: WireUnit[];
   try {
-    units = await findUnits(ctx, args);
+    return await findUnits(ctx, args);
   } catch (err) {
     ctx.err(errorText(err));
     return 1;
   }
+}
+
+/**
+ * The registry units named by the arguments of stop/unload/destroy, or the exit code when
+ * there is nothing to do: fleet exits 0 for no arguments and for units that do not exist.
+ */
+async function existingUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[] | number> {
+  const units = await namedUnits(ctx, args);
+  if (typeof units === "number") return units;
   if (units.length === 0) {
     ctx.err("Units not found in registry");
     return 0;
@@ -235,17 +243,8 @@ const destroy: Command = async (ctx, args, flags) => {
  * inactive and is not restarted.
  */
 const restart: Command = async (ctx, args, flags) => {
-  if (args.length === 0) {
-    ctx.err("No units given");
-    return 0;
-  }
-  let units: WireUnit[];
-  try {
-    units = await findUnits(ctx, args);
-  } catch (err) {
-    ctx.err(errorText(err));
-    return 1;
-  }
+  const units = await namedUnits(ctx, args);
+  if (typeof units === "number") return units;
   const createError = await lazyCreateUnits(ctx, args, {
     command: "restart",
     replace: false,
