@@ -6,7 +6,6 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import type http from "node:http";
-import https from "node:https";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -23,7 +22,7 @@ import type { ViewFeed } from "../../agent/registry/feed.js";
 import { Keys } from "../../agent/registry/keys.js";
 import { openRegistry } from "../../agent/registry/open.js";
 import { type Etcd, harnessPki, startEtcd } from "../harness/index.js";
-import { type HttpAnswer, httpRequest, waitFor } from "./support.js";
+import { followOnce, type HttpAnswer, httpRequest, waitFor } from "./support.js";
 
 const M1 = "1".repeat(32);
 const TCP_CAP = 6;
@@ -187,29 +186,8 @@ describe("names the OS ships", () => {
 
 describe("followed journals", () => {
   it(`at most ${FOLLOWS} at once; more get 429 with Retry-After; a slot frees when a client leaves`, async () => {
-    const url = new URL(base);
     const requests: http.ClientRequest[] = [];
-    const follow = () =>
-      new Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }>((resolve, reject) => {
-        const req = https.get({
-          host: url.hostname,
-          port: url.port,
-          path: "/flotilla/v1/units/hello.service/journal?follow=1",
-          agent: false,
-          ...harnessPki().material(),
-        });
-        requests.push(req);
-        req.on("error", reject);
-        req.on("response", (res) => {
-          let body = "";
-          res.setEncoding("utf8");
-          res.on("data", (c: string) => {
-            body += c;
-            if (res.statusCode === 200) resolve({ status: 200, headers: res.headers, body });
-          });
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-        });
-      });
+    const follow = () => followOnce(base, "/flotilla/v1/units/hello.service/journal?follow=1", requests);
     try {
       const answers = await Promise.all([follow(), follow(), follow()]);
       expect(answers.map((a) => a.status).sort()).toEqual([200, 200, 429]);

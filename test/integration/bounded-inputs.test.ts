@@ -12,7 +12,7 @@ import { DEFAULT_API_LIMITS } from "../../agent/api/limits.js";
 import { decodeMessage, encodeMessage, RCODE, TYPE } from "../../agent/discovery/dns.js";
 import { DEFAULT_DNS_TCP_MAX_CONNECTIONS } from "../../agent/discovery/server.js";
 import { Cluster, harnessPki, type Machine } from "../harness/index.js";
-import { EtcdView, type HttpAnswer, httpRequest, waitFor } from "./support.js";
+import { EtcdView, followOnce, type HttpAnswer, httpRequest, waitFor } from "./support.js";
 
 const TCP_CAP = DEFAULT_API_LIMITS.tcp.maxConnections;
 const FOLLOW_CAP = DEFAULT_API_LIMITS.journalFollows;
@@ -289,29 +289,9 @@ describe("a flood of idle TCP connections", () => {
 
 describe("followed journals", () => {
   it(`runs at most ${FOLLOW_CAP} journalctl --follow; more get 429; a slot frees when a client leaves`, async () => {
-    const url = new URL(api);
     const follows: http.ClientRequest[] = [];
     const follow = () =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = https.get({
-          host: url.hostname,
-          port: url.port,
-          path: "/flotilla/v1/units/hello.service/journal?follow=1&lines=1",
-          agent: false,
-          ...harnessPki().material(),
-        });
-        follows.push(req);
-        req.on("error", reject);
-        req.on("response", (res) => {
-          let body = "";
-          res.setEncoding("utf8");
-          res.on("data", (c: string) => {
-            body += c;
-            if (res.statusCode === 200) resolve({ status: 200, body });
-          });
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-      });
+      followOnce(api, "/flotilla/v1/units/hello.service/journal?follow=1&lines=1", follows);
     try {
       const answers = await Promise.all(Array.from({ length: FOLLOW_CAP + 4 }, follow));
       const ok = answers.filter((a) => a.status === 200);

@@ -241,3 +241,36 @@ export function httpRequest(
     req.end(Array.isArray(opts.body) ? undefined : opts.body);
   });
 }
+
+/**
+ * Starts `GET path` on the agent at https `base` (the harness's admin certificate) and resolves at
+ * the first data of a 200 (a followed journal stays open) or at the end of any other answer. The
+ * request is pushed onto `open`, so the caller can end it or leave it running.
+ */
+export function followOnce(
+  base: string,
+  path: string,
+  open: http.ClientRequest[],
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = https.get({
+      host: url.hostname,
+      port: url.port,
+      path,
+      agent: false,
+      ...harnessPki().material(),
+    });
+    open.push(req);
+    req.on("error", reject);
+    req.on("response", (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+        if (res.statusCode === 200) resolve({ status: 200, headers: res.headers, body });
+      });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+  });
+}
