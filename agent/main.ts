@@ -155,6 +155,7 @@ async function main(args: string[]): Promise<void> {
       machineID,
       currentLeader: async () => (await client.get(keys.engineLeader()).string()) ?? undefined,
       updates: updates.store,
+      watch: feed,
     }),
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });

@@ -2,7 +2,7 @@
 // Cluster-wide gauges are computed at scrape time from the registry, the same source the API
 // answers from, so the engine and reconcile loops carry no bookkeeping for them; the few event
 // counters and timers are fed by one-line hooks (countEngineAction, timePass, observeDnsReply,
-// etcdCallPolicy). fleetctl never imports this module, so prom-client stays out of its bundle.
+// etcdCallPolicy, observeWatchLag). fleetctl never imports this module, so prom-client stays out of its bundle.
 
 import { NoopPolicy } from "cockatiel";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
@@ -18,6 +18,8 @@ export interface MetricSources {
   currentLeader(): Promise<string | undefined>;
   /** The update records; absent when the agent runs without the updater's store. */
   updates?: { overview(): Promise<UpdatesOverview> };
+  /** The registry view's feed (registry/feed.ts); absent: no flotilla_registry_watch_unapplied_write_age_seconds. */
+  watch?: { unappliedWriteAgeMs(): number };
 }
 
 // Event metrics live in one registry for the process: hooks in other modules reach them without
@@ -60,6 +62,18 @@ const dnsQueries = new Counter({
   labelNames: ["answer"],
   registers: [register],
 });
+
+const watchLag = new Histogram({
+  name: "flotilla_registry_watch_lag_seconds",
+  help: "Time from etcd acknowledging a write of this agent to the agent's watch-fed registry view applying it (0: applied before the acknowledgement arrived).",
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  registers: [register],
+});
+
+/** One hook in the registry's feed: a write of this agent the view has applied, `lagMs` after etcd acknowledged it. */
+export function observeWatchLag(lagMs: number): void {
+  watchLag.observe(lagMs / 1000);
+}
 
 /** One hook in the engine: an action it has applied. */
 export function countEngineAction(kind: string): void {
@@ -161,6 +175,19 @@ export function agentMetrics(sources: MetricSources): { contentType: string; scr
     help: "1 when this scrape read the registry, 0 when etcd could not be read (cluster gauges are then absent).",
     registers: [register],
   });
+
+  register.removeSingleMetric("flotilla_registry_watch_unapplied_write_age_seconds");
+  const { watch } = sources;
+  if (watch) {
+    new Gauge({
+      name: "flotilla_registry_watch_unapplied_write_age_seconds",
+      help: "Seconds since etcd acknowledged the oldest write of this agent that its registry view has not applied yet; 0 when it has applied them all. Rises while the watch is stalled or broken.",
+      registers: [register],
+      collect() {
+        this.set(watch.unappliedWriteAgeMs() / 1000);
+      },
+    });
+  }
 
   const clusterGauges = [
     units,

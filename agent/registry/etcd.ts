@@ -21,7 +21,7 @@ export class EtcdRegistry implements Registry {
   constructor(
     private readonly client: Etcd3,
     private readonly view: ClusterView,
-    private readonly feed: Pick<ViewFeed, "current">,
+    private readonly feed: Pick<ViewFeed, "current" | "written">,
     readonly keys: Keys = new Keys(),
   ) {}
 
@@ -143,7 +143,10 @@ export class EtcdRegistry implements Registry {
 
   /** Notes a write that changed a key under the prefix (so the watch will deliver it). */
   private wrote(res: { header: { revision: string } }, changed = true): void {
-    if (changed) this.lastWrite = Math.max(this.lastWrite, Number(res.header.revision));
+    if (!changed) return;
+    const revision = Number(res.header.revision);
+    this.lastWrite = Math.max(this.lastWrite, revision);
+    this.feed.written(revision);
   }
 }
 

@@ -78,9 +78,18 @@ export interface FeedOptions {
   onEvents?(events: readonly ViewEvent[], view: ClusterView): void;
   /** Called after each (re)list: anything may have changed. */
   onResync?(): void;
+  /** Called when the view applies a write this agent made, with the time since etcd acknowledged it. */
+  onWriteApplied?(lagMs: number): void;
+  /** The clock for write lag (tests); default Date.now. */
+  now?(): number;
 }
 
 export const DEFAULT_PAGE_SIZE = 1000;
+/**
+ * Acknowledged writes the feed remembers until the view applies them. Past this (a watch stalled
+ * under a write storm) newer writes are not remembered: the oldest decides the lag anyway.
+ */
+export const MAX_UNAPPLIED_WRITES = 1024;
 
 export class ViewFeed {
   private state: ViewState = "listing";
@@ -93,7 +102,10 @@ export class ViewFeed {
   private running: Promise<void> | undefined;
   /** Waiters for the view to reach a revision or to go live. */
   private waiters: { revision: number; resolve(): void }[] = [];
+  /** This agent's writes etcd has acknowledged and the view has not applied yet, oldest first. */
+  private unapplied: { revision: number; at: number }[] = [];
   private readonly pageSize: number;
+  private readonly now: () => number;
 
   constructor(
     private readonly source: KvSource,
@@ -102,6 +114,7 @@ export class ViewFeed {
     private readonly opts: FeedOptions,
   ) {
     this.pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.now = opts.now ?? Date.now;
   }
 
   start(): void {
@@ -124,6 +137,26 @@ export class ViewFeed {
       lists: this.lists,
       ...this.view.size(),
     };
+  }
+
+  /**
+   * Notes that etcd acknowledged a write of this agent under the prefix at `revision`: the watch
+   * lag is the time from now until the view applies it (etcd's events carry no time, so only
+   * this agent's own writes can be timed).
+   */
+  written(revision: number): void {
+    if (revision <= this.view.revision) {
+      this.opts.onWriteApplied?.(0);
+      return;
+    }
+    if (this.unapplied.length >= MAX_UNAPPLIED_WRITES) return;
+    this.unapplied.push({ revision, at: this.now() });
+  }
+
+  /** Milliseconds since etcd acknowledged the oldest write of this agent the view has not applied; 0: none. */
+  unappliedWriteAgeMs(): number {
+    const oldest = this.unapplied.reduce((min, w) => Math.min(min, w.at), Number.POSITIVE_INFINITY);
+    return oldest === Number.POSITIVE_INFINITY ? 0 : this.now() - oldest;
   }
 
   /** Resolves once the view has been listed and is live (never while etcd is unreachable). */
@@ -164,6 +197,14 @@ export class ViewFeed {
   }
 
   private notify(): void {
+    if (this.unapplied.some((w) => w.revision <= this.view.revision)) {
+      const at = this.now();
+      this.unapplied = this.unapplied.filter((w) => {
+        if (w.revision > this.view.revision) return true;
+        this.opts.onWriteApplied?.(at - w.at);
+        return false;
+      });
+    }
     const live = this.state === "live";
     this.waiters = this.waiters.filter((w) => {
       const done = live && (w.revision === -1 || this.view.revision >= w.revision);

@@ -3,6 +3,7 @@
 
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "../log.js";
+import { observeWatchLag } from "../metrics.js";
 import { EtcdRegistry } from "./etcd.js";
 import { EtcdSource } from "./etcd-source.js";
 import { type FeedOptions, ViewFeed } from "./feed.js";
@@ -23,7 +24,11 @@ export function openRegistry(
   hooks: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> = {},
 ): OpenRegistry {
   const view = new ClusterView(keys);
-  const feed = new ViewFeed(new EtcdSource(client), view, keys.prefix, { log, ...hooks });
+  const feed = new ViewFeed(new EtcdSource(client), view, keys.prefix, {
+    log,
+    onWriteApplied: observeWatchLag,
+    ...hooks,
+  });
   feed.start();
   return { registry: new EtcdRegistry(client, view, feed, keys), view, feed };
 }

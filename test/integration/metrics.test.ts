@@ -66,6 +66,15 @@ describe("GET /metrics", () => {
     expect(value(running, 'flotilla_etcd_requests_total{result="ok"}')).toBeGreaterThan(
       value(before, 'flotilla_etcd_requests_total{result="ok"}'),
     );
+    // The submitted unit is this agent's own write: its watch lag was timed, and the view has
+    // applied the acknowledged ones (a write in flight at the scrape may be a moment old).
+    expect(value(running, "flotilla_registry_watch_lag_seconds_count")).toBeGreaterThan(
+      value(before, "flotilla_registry_watch_lag_seconds_count"),
+    );
+    expect(value(running, "flotilla_registry_watch_lag_seconds_sum")).toBeLessThan(
+      value(running, "flotilla_registry_watch_lag_seconds_count") * 2,
+    );
+    expect(running.get("flotilla_registry_watch_unapplied_write_age_seconds")).toBeLessThan(1);
 
     const stopped = await fleetctl(m1.apiURL, ["stop", "--block-attempts=10", "m1.service"]);
     expect(stopped.code, stopped.stderr).toBe(0);

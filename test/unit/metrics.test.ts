@@ -1,5 +1,12 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { agentMetrics, countEngineAction, observeDnsReply, timePass } from "../../agent/metrics.js";
+import {
+  agentMetrics,
+  countEngineAction,
+  observeDnsReply,
+  observeWatchLag,
+  timePass,
+} from "../../agent/metrics.js";
 import type { ClusterSnapshot } from "../../agent/registry/registry.js";
 import type { UpdatesOverview } from "../../agent/update/store.js";
 
@@ -134,5 +141,54 @@ describe("agent metrics", () => {
     for (const answer of ["answered", "nodata", "nxdomain", "dropped"]) {
       expect(delta(`flotilla_dns_queries_total{answer="${answer}"}`), answer).toBe(1);
     }
+  });
+});
+
+describe("watch lag metrics", () => {
+  it("observes applied writes' lag and reports the oldest unapplied write's age at scrape time", async () => {
+    let ageMs = 0;
+    const metrics = agentMetrics({
+      registry: { snapshot: async () => snapshot() },
+      machineID: ME,
+      currentLeader: async () => undefined,
+      watch: { unappliedWriteAgeMs: () => ageMs },
+    });
+    const before = await metrics.scrape();
+    expect(sample(before, "flotilla_registry_watch_unapplied_write_age_seconds")).toBe(0);
+    observeWatchLag(3);
+    observeWatchLag(1500);
+    ageMs = 7250;
+    const after = await metrics.scrape();
+    const delta = (line: string) => (sample(after, line) ?? 0) - (sample(before, line) ?? 0);
+    expect(delta("flotilla_registry_watch_lag_seconds_count")).toBe(2);
+    expect(delta("flotilla_registry_watch_lag_seconds_sum")).toBeCloseTo(1.503, 6);
+    expect(delta('flotilla_registry_watch_lag_seconds_bucket{le="0.005"}')).toBe(1);
+    expect(delta('flotilla_registry_watch_lag_seconds_bucket{le="2.5"}')).toBe(2);
+    expect(sample(after, "flotilla_registry_watch_unapplied_write_age_seconds")).toBe(7.25);
+  });
+});
+
+describe("docs/metrics.md", () => {
+  const docs = readFileSync(new URL("../../docs/metrics.md", import.meta.url), "utf8");
+  /** Names in the first column of the doc's tables. */
+  const documented = [...docs.matchAll(/^\| `([a-z_]+)`/gm)].map((m) => m[1] as string);
+
+  it("lists every flotilla metric the agent registers, and no other", async () => {
+    const text = await agentMetrics({
+      registry: { snapshot: async () => snapshot() },
+      machineID: ME,
+      currentLeader: async () => ME,
+      updates: { overview: async () => overview },
+      watch: { unappliedWriteAgeMs: () => 0 },
+    }).scrape();
+    const registered = [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1] as string);
+    const ours = registered.filter((name) => name.startsWith("flotilla_")).sort();
+    expect(ours.length).toBeGreaterThan(10);
+    expect([...documented].sort()).toEqual(ours);
+    // The process metrics the doc names by way of example are among prom-client's defaults.
+    const processSection = docs.slice(docs.indexOf("## Process metrics"));
+    const examples = [...processSection.matchAll(/`((?:process|nodejs)_[a-z_]+)`/g)].map((m) => m[1]);
+    expect(examples.length).toBeGreaterThan(0);
+    for (const name of examples) expect(registered, name).toContain(name);
   });
 });

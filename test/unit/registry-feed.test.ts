@@ -299,3 +299,69 @@ describe("the registry feed", () => {
     expect(feed.health()).toMatchObject({ state: "listing", lists: 0 });
   });
 });
+
+describe("the registry feed's watch lag", () => {
+  function startTimed(etcd: FakeEtcd) {
+    const clock = { ms: 1_000_000 };
+    const lags: number[] = [];
+    const view = new ClusterView(keys);
+    const feed = new ViewFeed(etcd, view, keys.prefix, {
+      log,
+      retryMinMs: 1,
+      retryMaxMs: 5,
+      now: () => clock.ms,
+      onWriteApplied: (ms) => lags.push(ms),
+    });
+    feeds.push(feed);
+    feed.start();
+    return { view, feed, clock, lags };
+  }
+
+  it("times this agent's writes from etcd's acknowledgement to the view applying them", async () => {
+    const etcd = new FakeEtcd();
+    const { feed, clock, lags } = startTimed(etcd);
+    await feed.ready();
+    expect(feed.unappliedWriteAgeMs()).toBe(0);
+
+    // A slow watch: the write is acknowledged, its event held back.
+    etcd.hold = true;
+    const rev = etcd.put(keys.unit("a.service"), unit("a.service"));
+    feed.written(rev);
+    clock.ms += 250;
+    expect(feed.unappliedWriteAgeMs()).toBe(250);
+    const second = etcd.put(keys.unit("b.service"), unit("b.service"));
+    feed.written(second);
+    clock.ms += 100;
+    // The oldest unapplied write decides.
+    expect(feed.unappliedWriteAgeMs()).toBe(350);
+    etcd.release();
+    await until("both writes applied", () => lags.length === 2);
+    expect(lags).toEqual([350, 100]);
+    expect(feed.unappliedWriteAgeMs()).toBe(0);
+
+    // A write whose event the view applied before the acknowledgement arrived: no lag.
+    const third = etcd.put(keys.unit("c.service"), unit("c.service"));
+    await until("the third write applied", () => feed.health().revision === third);
+    feed.written(third);
+    expect(lags).toEqual([350, 100, 0]);
+  });
+
+  it("keeps counting while the watch is broken, until the resumed watch applies the write", async () => {
+    const etcd = new FakeEtcd();
+    const { feed, clock, lags } = startTimed(etcd);
+    await feed.ready();
+    etcd.cut();
+    await until("the feed broken", () => feed.health().state === "broken");
+    const rev = etcd.put(keys.unit("a.service"), unit("a.service"));
+    feed.written(rev);
+    clock.ms += 5_000;
+    expect(feed.unappliedWriteAgeMs()).toBe(5_000);
+    clock.ms += 5_000;
+    expect(feed.unappliedWriteAgeMs()).toBe(10_000);
+    expect(lags).toEqual([]);
+    etcd.up();
+    await until("the write applied", () => lags.length === 1);
+    expect(lags).toEqual([10_000]);
+    expect(feed.unappliedWriteAgeMs()).toBe(0);
+  });
+});
