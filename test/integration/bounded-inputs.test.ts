@@ -171,6 +171,20 @@ describe("oversized units", () => {
         "request body is larger than the limit of 524288 bytes for a unit (a unit file may have at most 65536 bytes)",
       );
     }
+    // The same refusal for a body sent chunked (no Content-Length): it is cut off at the cap.
+    const chunked = JSON.stringify({ desiredState: "launched", options: [...HELLO, ...lines] });
+    const chunks = Array.from({ length: Math.ceil(chunked.length / 65536) }, (_, i) =>
+      chunked.slice(i * 65536, (i + 1) * 65536),
+    );
+    const cut = await httpRequest("PUT", api, "/fleet/v1/units/big-chunked.service", {
+      body: chunks,
+      headers: { "Content-Type": "application/json" },
+    });
+    expect(cut.status, cut.text).toBe(413);
+    expect(cut.headers.connection).toBe("close");
+    expect(errorMessage(cut)).toBe(
+      "request body is larger than the limit of 524288 bytes for a unit (a unit file may have at most 65536 bytes)",
+    );
     // A body within the limit whose unit is over 64 KiB is refused by the unit's own cap.
     const answer = await putUnit("big.service", { options: [...HELLO, ...lines.slice(0, 100)] });
     expect(answer.status, answer.text).toBe(413);
@@ -191,6 +205,59 @@ describe("oversized units", () => {
       /"refusal":"oversized requests".*"msg":"request refused: request body is larger than the limit/,
     );
   }, 120_000);
+});
+
+describe("a body declared over the cap", () => {
+  it("is refused from its header, before any of it is sent, and the answer is not lost", async () => {
+    const url = new URL(api);
+    // Headers only: the Content-Length promises 1 MiB that never comes. Reading the body first
+    // would wait for it until the request timeout; the 413 comes at once.
+    const answer = await new Promise<{ status: number; text: string; connection?: string }>(
+      (resolve, reject) => {
+        const req = https.request({
+          ...harnessPki().material(),
+          host: url.hostname,
+          port: url.port,
+          method: "PUT",
+          path: "/fleet/v1/units/declared.service",
+          agent: false,
+          headers: { "Content-Type": "application/json", "Content-Length": String(1024 * 1024) },
+        });
+        req.on("error", reject);
+        req.on("response", (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (c: string) => {
+            text += c;
+          });
+          res.on("end", () => {
+            resolve({ status: res.statusCode ?? 0, text, connection: res.headers.connection });
+            req.destroy();
+          });
+        });
+        req.flushHeaders();
+        setTimeout(() => reject(new Error("no answer within 5 s: the body was waited for")), 5000).unref();
+      },
+    );
+    expect(answer.status, answer.text).toBe(413);
+    expect(answer.connection).toBe("close");
+    expect((JSON.parse(answer.text) as { error: { message: string } }).error.message).toBe(
+      "request body is larger than the limit of 524288 bytes for a unit (a unit file may have at most 65536 bytes)",
+    );
+    // 50 whole 1 MB bodies, sent by a client that writes all of it before it reads: every one
+    // gets its 413 (none is lost to a reset), nothing is stored, the agent stays healthy.
+    const body = "x".repeat(1024 * 1024);
+    for (let i = 0; i < 50; i++) {
+      const put = await httpRequest("PUT", api, `/fleet/v1/units/declared-${i}.service`, {
+        body,
+        headers: { "Content-Type": "application/json" },
+      });
+      expect(put.status, put.text).toBe(413);
+    }
+    await expectHealthy();
+    const list = JSON.parse((await request("GET", "/fleet/v1/units")).text) as { units: { name: string }[] };
+    expect(list.units.map((u) => u.name).filter((n) => n.startsWith("declared"))).toEqual([]);
+  }, 60_000);
 });
 
 describe("a flood of idle TCP connections", () => {
