@@ -157,11 +157,11 @@ export class LeaderElection implements Election {
         watcher.on("put", (kv) => this.state.observe(leaderKey(kv), Number(kv.mod_revision)));
         watcher.on("delete", (kv) => this.state.observe(undefined, Number(kv.mod_revision)));
         // Disconnects resume from the last revision on their own; an error (e.g. the revision was
-        // compacted away) ends the watch, so read the key again and watch from there.
+        // compacted away) ends the watch, so read the key again and watch from there. The ended
+        // watcher is dropped, never canceled (docs/architecture.md, "Watches etcd ended").
         watcher.on("error", (err) => {
           this.log.error({ err: String(err) }, "leader-key watch failed; reading the key again");
           if (this.watcher === watcher) this.watcher = undefined;
-          void watcher.cancel().catch(() => undefined);
           void this.sync();
         });
         this.watcher = watcher;

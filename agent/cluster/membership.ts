@@ -92,7 +92,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
     this.stopped = true;
     const lease = this.lease;
     this.lease = undefined;
-    await this.watcher?.cancel().catch(() => undefined);
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    await watcher?.cancel().catch(() => undefined);
     if (lease)
       await lease.revoke().catch((err) => this.log.warn({ err: String(err) }, "lease revoke failed"));
   }
@@ -143,8 +145,9 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private async watchOwnKey(): Promise<void> {
     if (this.watcher !== undefined || this.stopped) return;
     const key = this.keys.machine(this.machine.id);
+    let watcher: Watcher;
     try {
-      this.watcher = await this.client.watch().key(key).create();
+      watcher = await this.client.watch().key(key).create();
     } catch (err) {
       this.log.error(
         { err: String(err) },
@@ -152,7 +155,17 @@ export class Membership extends EventEmitter<MembershipEvents> {
       );
       return;
     }
-    this.watcher.on("delete", () => void this.restoreKey(key));
+    this.watcher = watcher;
+    watcher.on("delete", () => void this.restoreKey(key));
+    // etcd ends a watch it cannot resume (its revision was compacted during an outage). The ended
+    // watcher is dropped, never canceled (docs/architecture.md, "Watches etcd ended"); a new one
+    // watches from now, and the key, which may have gone meanwhile, is written again if missing.
+    watcher.on("error", (err) => {
+      if (this.watcher !== watcher) return;
+      this.watcher = undefined;
+      this.log.warn({ err: String(err) }, "etcd ended the watch on this machine's key; watching it again");
+      void this.watchOwnKey().then(() => this.restoreKey(key));
+    });
   }
 
   private async restoreKey(key: string): Promise<void> {

@@ -163,9 +163,9 @@ export function feedServiceCache(client: Etcd3, keys: Keys, cache: ServiceCache,
           w.on("error", resolve);
         });
         if (stopped) return;
-        // etcd ended this watch and etcd3 has already dropped it. Canceling it again would wait
-        // for an answer that never comes (or, if etcd answered, make etcd3 throw on a watch it no
-        // longer knows): this loop would never reload.
+        // etcd ended this watch and etcd3 has already dropped it: it is never canceled, not even
+        // by stop() (docs/architecture.md, "Watches etcd ended").
+        watcher = undefined;
         log.warn({ err: String(failure) }, "service watch canceled; reloading service records");
       } catch (err) {
         if (stopped) return;

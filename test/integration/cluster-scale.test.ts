@@ -70,17 +70,31 @@ async function viewsConverged(units: number, lists = 1): Promise<void> {
   );
 }
 
+/**
+ * Each machine's agent PID. A crashed agent is restarted by systemd within a second, and a new one
+ * counts its lists from zero again: comparing PIDs is what tells a restart from a resumed watch.
+ */
+async function agentPids(): Promise<Map<string, string>> {
+  const pids = new Map<string, string>();
+  for (const m of cluster.machines) {
+    const r = await m.exec(["systemctl", "show", "-p", "MainPID", "--value", "flotilla-agent.service"]);
+    pids.set(m.name, r.stdout.trim());
+  }
+  return pids;
+}
+
 /** Runs `check`; when it fails, prints each agent's recent journal before rethrowing. */
 async function dumpLogsOnFailure<T>(check: () => Promise<T>): Promise<T> {
   try {
     return await check();
   } catch (err) {
     for (const m of cluster.machines) {
-      // Warnings and errors, and systemd's lines about the agent's process.
+      // Warnings and errors, systemd's lines about the agent's process and how often it restarted.
       const j = await m.exec([
         "sh",
         "-c",
-        "journalctl -u flotilla-agent.service -o cat --no-pager | grep -v '\"level\":[23]0,' | tail -n 80",
+        "journalctl -u flotilla-agent.service -o cat --no-pager | grep -v '\"level\":[23]0,' | tail -n 80; " +
+          "systemctl show -p NRestarts -p ExecMainStatus flotilla-agent.service",
       ]);
       console.log(`--- ${m.name} agent journal ---\n${j.stdout}`);
     }
@@ -171,6 +185,7 @@ describe("10 000 unit records", () => {
   it("resume their watch after an etcd restart, with no relist and no unit restarted", async () => {
     const listsBefore = new Map<string, number>();
     for (const m of cluster.machines) listsBefore.set(m.name, (await health(m)).body.view?.lists ?? 0);
+    const pids = await agentPids();
     await cluster.etcd.stop();
     const m = cluster.machines[1] as Machine;
     const broken = await waitFor(
@@ -184,9 +199,11 @@ describe("10 000 unit records", () => {
     console.log(`health while etcd is down: ${JSON.stringify(broken.view)}`);
     await cluster.etcd.start();
     await viewsConverged(RECORDS + units.length);
-    // etcd kept its history: each agent resumed from its revision instead of listing again.
+    // etcd kept its history: each agent resumed from its revision instead of listing again (a
+    // restarted agent would have listed once, like before: its PID tells).
     for (const m of cluster.machines)
       expect((await health(m)).body.view?.lists).toBe(listsBefore.get(m.name));
+    expect(await agentPids()).toEqual(pids);
 
     // The engine and the reconcilers work again: a new unit is placed and started.
     expect((await fc(["start", "after-restart.service"], { "after-restart.service": sleeper })).code).toBe(0);
@@ -210,6 +227,7 @@ describe("10 000 unit records", () => {
     ];
     const listsBefore = new Map<string, number>();
     for (const m of cluster.machines) listsBefore.set(m.name, (await health(m)).body.view?.lists ?? 0);
+    const pids = await agentPids();
     execFileSync("iptables", ["-I", ...rule]);
     try {
       await waitFor(
@@ -228,8 +246,8 @@ describe("10 000 unit records", () => {
     } finally {
       execFileSync("iptables", ["-D", ...rule]);
     }
-    await dumpLogsOnFailure(() =>
-      waitFor(
+    await dumpLogsOnFailure(async () => {
+      await waitFor(
         "every agent to relist",
         async () => {
           for (const m of cluster.machines) {
@@ -239,8 +257,10 @@ describe("10 000 unit records", () => {
           return true;
         },
         60_000,
-      ),
-    );
+      );
+      // Each relisted in the process it had: none died on the watches etcd ended meanwhile.
+      expect(await agentPids()).toEqual(pids);
+    });
     // One record less, one unit (after-restart) more.
     await viewsConverged(RECORDS - 1 + units.length + 1);
     for (const m of cluster.machines) {

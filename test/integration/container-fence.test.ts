@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildTestImage, TEST_IMAGE_NAME } from "../fixtures/images/build.js";
-import { Cluster, type Machine } from "../harness/index.js";
+import { Cluster, type ExecResult, type Machine } from "../harness/index.js";
 import { EtcdView, fleetctlWith, waitFor, waitForMembers } from "./support.js";
 
 let cluster: Cluster;
@@ -28,14 +28,42 @@ async function sh(script: string): Promise<string> {
   return r.stdout;
 }
 
+/** The container of probe.service (named systemd-<unit> by the agent's rendering). */
+const PROBE_CONTAINER = "systemd-probe";
+
+/**
+ * Runs `argv` in the probe container. Throws when the probe itself could not run (podman exits 125
+ * when it fails, e.g. no such container; 126/127 when the command cannot be run), so that a probe
+ * that never ran is never read as a connection's result.
+ */
+async function inProbe(argv: string[]): Promise<ExecResult> {
+  const r = await m.exec(["podman", "exec", PROBE_CONTAINER, ...argv], { timeoutMs: 30_000 });
+  if (r.code === 125 || r.code === 126 || r.code === 127)
+    throw new Error(`probe ${argv.join(" ")} did not run (exit ${r.code}): ${r.stderr.trim()}`);
+  return r;
+}
+
+/** The ID of the running probe container, or undefined while there is none. */
+async function runningProbe(): Promise<string | undefined> {
+  const r = await m.exec([
+    "podman",
+    "container",
+    "inspect",
+    "--format",
+    "{{.Id}} {{.State.Running}}",
+    PROBE_CONTAINER,
+  ]);
+  const [id, running] = r.stdout.trim().split(" ");
+  return r.code === 0 && running === "true" ? id : undefined;
+}
+
 /**
  * A TCP connection from inside the probe container: nc's error (e.g. "Connection refused"), or
  * "open" when it connected (the API and etcd speak TLS, which busybox cannot: a connection is what
  * the fence acts on). The fence refuses with a reset, so a refusal is immediate and explicit.
  */
 async function probeTcp(host: string, port: number): Promise<string> {
-  const argv = ["podman", "exec", "systemd-probe", "timeout", "3", "nc", host, String(port)];
-  const r = await m.exec(argv, { timeoutMs: 30_000 });
+  const r = await inProbe(["timeout", "3", "nc", host, String(port)]);
   if (r.stderr.includes("can't connect")) return `closed: ${r.stderr.trim()}`;
   // Connected: nc ends when the server closes (0: nc's stdin is empty, so the TLS server sees the
   // client finish) or when busybox timeout stops it (143) while the server waits for a handshake.
@@ -46,8 +74,7 @@ async function probeTcp(host: string, port: number): Promise<string> {
 /** GET from inside the probe container: the body, or wget's error (e.g. "Connection refused"). */
 async function probe(url: string): Promise<string> {
   // busybox's own `timeout`: its wget -T crashes on a refused connection.
-  const argv = ["podman", "exec", "systemd-probe", "timeout", "10", "wget", "-q", "-O", "-", url];
-  const r = await m.exec(argv, { timeoutMs: 30_000 });
+  const r = await inProbe(["timeout", "10", "wget", "-q", "-O", "-", url]);
   return r.code === 0 ? `open: ${r.stdout}` : `closed: ${r.stderr.trim()}`;
 }
 
@@ -81,6 +108,7 @@ beforeAll(async () => {
   ].join("\n");
   const start = await fc(["start", "probe.service"], { "probe.service": unit });
   expect(start.code, start.stderr).toBe(0);
+  await waitFor("probe.service's container running", runningProbe, 60_000, 500);
 }, 300_000);
 
 afterAll(async () => {
@@ -91,8 +119,8 @@ afterAll(async () => {
 
 describe("the container fence", () => {
   it("a bridged container as nobody: API and etcd refused, DNS answers, a server beside etcd reachable", async () => {
-    expect((await sh("podman exec systemd-probe id -u")).trim()).toBe("65534");
-    const gateway = /default via (\S+)/.exec(await sh("podman exec systemd-probe ip route"))?.[1];
+    expect((await inProbe(["id", "-u"])).stdout.trim()).toBe("65534");
+    const gateway = /default via (\S+)/.exec((await inProbe(["ip", "route"])).stdout)?.[1];
     expect(gateway).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
     // From the machine itself (and the host) the API and etcd answer: what is refused is the container.
     const tls =
@@ -121,7 +149,7 @@ describe("the container fence", () => {
     const dns = await waitFor(
       "probe.service.flotilla resolved in the container",
       async () => {
-        const r = await m.exec(["podman", "exec", "systemd-probe", "nslookup", "probe.service.flotilla"]);
+        const r = await inProbe(["nslookup", "probe.service.flotilla"]);
         return r.stdout.includes(`Address: ${m.ip}`) ? r.stdout : undefined;
       },
       30_000,
@@ -138,11 +166,25 @@ describe("the container fence", () => {
     expect(await probeTcp(m.ip, API_PORT)).toBe("open");
     expect(await probeTcp(etcdAddress().host, etcdAddress().port)).toBe("open");
 
+    const before = await runningProbe();
+    expect(before).toBeDefined();
     await sh("systemctl restart flotilla-agent.service");
     await waitFor(
       "the fence back",
       async () => (await sh("nft list tables")).includes("inet flotilla"),
       30_000,
+    );
+    // The old agent's graceful stop stopped and unloaded probe.service (docs/architecture.md,
+    // "Graceful stop"); the new agent starts it again, in a new container, some time after its
+    // table is back: probing before that would find no container at all.
+    await waitFor(
+      "probe.service's container running again",
+      async () => {
+        const id = await runningProbe();
+        return id !== undefined && id !== before;
+      },
+      60_000,
+      500,
     );
     expect(await probeTcp(m.ip, API_PORT)).toMatch(/Connection refused/);
     expect(await probeTcp(etcdAddress().host, etcdAddress().port)).toMatch(/Connection refused/);
