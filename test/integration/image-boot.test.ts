@@ -139,12 +139,21 @@ describe("image booted with Ignition through fw_cfg", () => {
     expect(raw.subarray(4).toString("utf16le").replace(/\0+$/, "")).toMatch(
       /^flotilla-a(\+\d+(-\d+)?)?\.conf$/,
     );
-    await waitFor(
-      "systemd-bless-boot",
-      async () => sh("systemctl show -P ActiveState systemd-bless-boot.service") === "active",
-      60_000,
-      VM_POLL_MS,
-    );
+    const since = Date.now();
+    try {
+      await waitFor(
+        "systemd-bless-boot",
+        async () => sh("systemctl show -P ActiveState systemd-bless-boot.service") === "active",
+        60_000,
+        VM_POLL_MS,
+      );
+    } finally {
+      // Where the boot's time went, printed on time or late: what bless-boot waited for.
+      console.log(
+        `systemd-bless-boot ${sh("systemctl show -P ActiveState systemd-bless-boot.service")} ${Date.now() - since} ms after SSH answered\n` +
+          sh("systemd-analyze critical-chain --no-pager systemd-bless-boot.service 2>&1 || true"),
+      );
+    }
     expect(sh("systemctl show -P ActiveState flotilla-health.service")).toBe("active");
   });
 
