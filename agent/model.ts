@@ -39,6 +39,9 @@ export interface Requirements {
 }
 
 /** A cluster member as published under its lease. */
+/** A dynamic metadata name, as the API accepts it and the view checks it. */
+export const METADATA_NAME = /^[A-Za-z0-9_.-]+$/;
+
 export interface Machine {
   id: string;
   publicIP: string;

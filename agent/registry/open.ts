@@ -7,6 +7,7 @@ import { EtcdRegistry } from "./etcd.js";
 import { EtcdSource } from "./etcd-source.js";
 import { type FeedOptions, ViewFeed } from "./feed.js";
 import type { Keys } from "./keys.js";
+import type { Quarantine } from "./quarantine.js";
 import { ClusterView } from "./view.js";
 
 export interface OpenRegistry {
@@ -21,8 +22,9 @@ export function openRegistry(
   keys: Keys,
   log: Logger,
   hooks: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> = {},
+  quarantine?: Quarantine,
 ): OpenRegistry {
-  const view = new ClusterView(keys);
+  const view = new ClusterView(keys, quarantine);
   const feed = new ViewFeed(new EtcdSource(client), view, keys.prefix, { log, ...hooks });
   feed.start();
   return { registry: new EtcdRegistry(client, view, feed, keys), view, feed };

@@ -62,7 +62,6 @@ class FakeEtcd implements EngineRegistry {
       failures: new Map(this.failures),
       machines: this.machines.map((m) => ({ ...m })),
       states: [],
-      corrupt: [],
     };
   }
 

@@ -39,7 +39,6 @@ function snapshot(): ClusterSnapshot {
       { id: OTHER, publicIP: "10.0.0.2", metadata: {}, version: "0" },
     ],
     states: [state("web.service", ME, "active", true), state("old.service", OTHER, "inactive", false)],
-    corrupt: [],
   } as ClusterSnapshot;
 }
 
