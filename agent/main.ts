@@ -39,6 +39,7 @@ import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
 import { Keys } from "./registry/keys.js";
 import { openRegistry } from "./registry/open.js";
+import { Quarantine } from "./registry/quarantine.js";
 import { route } from "./routing.js";
 import { SystemdManager } from "./systemd/manager.js";
 import { runHealthGate } from "./update/health.js";
@@ -95,24 +96,32 @@ async function main(args: string[]): Promise<void> {
 
   const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, tls));
   const keys = new Keys(cfg.etcdPrefix);
+  // One quarantine for every reader of the registry: the view, services, the leader key, updates.
+  const quarantine = new Quarantine(log.child({ part: "quarantine" }));
   // The view's changes go to the loops once they exist; a change before that is covered by the
   // startup passes, which read the view after it is listed.
   let loops: Loops | undefined;
-  const { registry, feed } = openRegistry(client, keys, log.child({ part: "registry" }), {
-    onEvents: (events, view) =>
-      loops?.wake(
-        route(
-          {
-            keys,
-            machineID,
-            updateGroup: cfg.updateGroup,
-            placedBefore: (unit) => view.placement(unit)?.machineID,
-          },
-          events,
+  const { registry, feed } = openRegistry(
+    client,
+    keys,
+    log.child({ part: "registry" }),
+    {
+      onEvents: (events, view) =>
+        loops?.wake(
+          route(
+            {
+              keys,
+              machineID,
+              updateGroup: cfg.updateGroup,
+              placedBefore: (unit) => view.placement(unit)?.machineID,
+            },
+            events,
+          ),
         ),
-      ),
-    onResync: () => loops?.resync(),
-  });
+      onResync: () => loops?.resync(),
+    },
+    quarantine,
+  );
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
   await writeInsecureRegistries(cfg.insecureRegistries, log);
@@ -129,11 +138,11 @@ async function main(args: string[]): Promise<void> {
   );
   await reconciler.recover();
 
-  const services = new ServiceCache(keys);
+  const services = new ServiceCache(keys, quarantine);
   const serviceFeed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
   const updates = {
     lock: new RebootLock(client, keys, { leaseSeconds: cfg.rebootLeaseSeconds }),
-    store: new UpdateStore(client, keys),
+    store: new UpdateStore(client, keys, quarantine),
   };
 
   let ready = false;
@@ -145,6 +154,7 @@ async function main(args: string[]): Promise<void> {
     machineID,
     pageSize: cfg.tokenLimit,
     registryHealth: () => feed.health(),
+    quarantine: () => quarantine.list(),
     services,
     updates,
     isHostUnit: hostUnitCheck(cfg.unitDir),
@@ -191,7 +201,7 @@ async function main(args: string[]): Promise<void> {
   });
   // Passes read the view: none runs before it holds the whole registry.
   await feed.ready();
-  const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }));
+  const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }), quarantine);
   if (!cfg.disableEngine) election.start();
   const engine = cfg.disableEngine
     ? undefined
