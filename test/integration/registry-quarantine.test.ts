@@ -170,7 +170,11 @@ describe("registry quarantine", () => {
   it("fixing or deleting the bad values releases them", async () => {
     const k = etcd.keys;
     await etcd.client.put(k.metadata(first().id, "disk")).value("ssd");
-    for (const b of bad) if (b.key !== k.metadata(first().id, "disk")) await etcd.client.delete().key(b.key);
+    // A bad unit record counts as absent: starting a good file of that name replaces it.
+    const replaced = await fc(["start", "typed.service"], { "typed.service": SLEEPER });
+    expect(replaced.code, replaced.stderr).toBe(0);
+    const fixed = new Set([k.metadata(first().id, "disk"), k.unit("typed.service")]);
+    for (const b of bad) if (!fixed.has(b.key)) await etcd.client.delete().key(b.key);
     for (const m of machines()) {
       expect((await httpRequest("GET", m.apiURL, "/flotilla/v1/updates")).status).toBe(200);
       await waitFor(`${m.name}: quarantine empty`, async () => (await quarantined(m)).length === 0, 10_000);
@@ -179,7 +183,12 @@ describe("registry quarantine", () => {
     expect(listed.stderr).toBe("");
     expect(listed.stdout).toMatch(new RegExp(`^${first().id}\t.*disk=ssd`, "m"));
     const files = await fc(["list-unit-files", "--no-legend", "--fields=unit"]);
-    expect(files).toMatchObject({ code: 0, stdout: "after.service\nbefore.service\n", stderr: "" });
-    expect((await fc(["destroy", "before.service", "after.service"])).code).toBe(0);
+    expect(files).toMatchObject({
+      code: 0,
+      stdout: "after.service\nbefore.service\ntyped.service\n",
+      stderr: "",
+    });
+    expect(await etcd.activeOn("typed.service")).toBeDefined();
+    expect((await fc(["destroy", "before.service", "after.service", "typed.service"])).code).toBe(0);
   }, 60_000);
 });
