@@ -266,8 +266,8 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         // Not ok while the registry view is not live (watch broken, list failing): reads would be stale.
         const view = deps.registryHealth?.();
         const ok = view === undefined || view.state === "live";
-        // Quarantined values do not make the agent unhealthy: they are skipped, and shown here.
-        const quarantined = deps.quarantine?.().length ?? 0;
+        // Quarantined values do not make the agent unhealthy: they are skipped, and counted here.
+        const quarantined = deps.quarantine?.().length;
         return sendJSON(res, ok ? 200 : 503, {
           machineID: deps.machineID,
           ok,
