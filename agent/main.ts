@@ -165,6 +165,7 @@ async function main(args: string[]): Promise<void> {
       machineID,
       currentLeader: async () => (await client.get(keys.engineLeader()).string()) ?? undefined,
       updates: updates.store,
+      quarantine: () => quarantine.list(),
     }),
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });

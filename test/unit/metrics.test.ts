@@ -62,6 +62,7 @@ describe("agent metrics", () => {
       machineID: ME,
       currentLeader: async () => leader,
       updates: { overview: async () => overview },
+      quarantine: () => [{ family: "units" }, { family: "units" }, { family: "engine" }],
     });
     const text = await metrics.scrape();
     expect(metrics.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -78,6 +79,8 @@ describe("agent metrics", () => {
     expect(sample(text, 'flotilla_update_state{state="downloading"}')).toBe(1);
     expect(sample(text, 'flotilla_reboot_lock_holders{group="default"}')).toBe(1);
     expect(sample(text, "flotilla_scrape_registry_up")).toBe(1);
+    expect(sample(text, 'flotilla_registry_quarantined{family="units"}')).toBe(2);
+    expect(sample(text, 'flotilla_registry_quarantined{family="engine"}')).toBe(1);
     expect(text).toContain("process_cpu_user_seconds_total");
 
     leader = OTHER;
