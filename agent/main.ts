@@ -101,27 +101,22 @@ async function main(args: string[]): Promise<void> {
   // The view's changes go to the loops once they exist; a change before that is covered by the
   // startup passes, which read the view after it is listed.
   let loops: Loops | undefined;
-  const { registry, feed } = openRegistry(
-    client,
-    keys,
-    log.child({ part: "registry" }),
-    {
-      onEvents: (events, view) =>
-        loops?.wake(
-          route(
-            {
-              keys,
-              machineID,
-              updateGroup: cfg.updateGroup,
-              placedBefore: (unit) => view.placement(unit)?.machineID,
-            },
-            events,
-          ),
+  const { registry, feed } = openRegistry(client, keys, log.child({ part: "registry" }), {
+    onEvents: (events, view) =>
+      loops?.wake(
+        route(
+          {
+            keys,
+            machineID,
+            updateGroup: cfg.updateGroup,
+            placedBefore: (unit) => view.placement(unit)?.machineID,
+          },
+          events,
         ),
-      onResync: () => loops?.resync(),
-    },
+      ),
+    onResync: () => loops?.resync(),
     quarantine,
-  );
+  });
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
   await writeInsecureRegistries(cfg.insecureRegistries, log);

@@ -16,13 +16,18 @@ export interface OpenRegistry {
   feed: ViewFeed;
 }
 
-/** Starts the view's list and watch; `feed.ready()` resolves once the view is live. */
+/**
+ * Starts the view's list and watch; `feed.ready()` resolves once the view is live. Values that fail
+ * their checks go to `quarantine` (a private one when not given).
+ */
 export function openRegistry(
   client: Etcd3,
   keys: Keys,
   log: Logger,
-  hooks: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> = {},
-  quarantine?: Quarantine,
+  {
+    quarantine,
+    ...hooks
+  }: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> & { quarantine?: Quarantine } = {},
 ): OpenRegistry {
   const view = new ClusterView(keys, quarantine);
   const feed = new ViewFeed(new EtcdSource(client), view, keys.prefix, { log, ...hooks });
