@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { type ApiLimits, DEFAULT_API_LIMITS } from "./api/limits.js";
 import { validateRegistryLocation } from "./containers/registries.js";
 import { DEFAULT_DNS_TCP_IDLE_MS, DEFAULT_DNS_TCP_MAX_CONNECTIONS } from "./discovery/server.js";
+import { MACHINE_ID } from "./model.js";
 import { parseVersion } from "./update/decide.js";
 import { channelOfURL } from "./update/manifest.js";
 
@@ -226,7 +227,7 @@ const SETTERS: Record<string, Setter> = {
     return undefined;
   },
   "machine-id": (cfg, raw) => {
-    if (!/^[0-9a-f]{32}$/.test(raw)) return `must be 32 lowercase hex characters, got ${JSON.stringify(raw)}`;
+    if (!MACHINE_ID.test(raw)) return `must be 32 lowercase hex characters, got ${JSON.stringify(raw)}`;
     cfg.machineID = raw;
     return undefined;
   },

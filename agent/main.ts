@@ -39,6 +39,7 @@ import { Reconciler } from "./reconcile/reconciler.js";
 import { createEtcdClient } from "./registry/client.js";
 import { Keys } from "./registry/keys.js";
 import { openRegistry } from "./registry/open.js";
+import { Quarantine } from "./registry/quarantine.js";
 import { route } from "./routing.js";
 import { SystemdManager } from "./systemd/manager.js";
 import { runHealthGate } from "./update/health.js";
@@ -95,6 +96,8 @@ async function main(args: string[]): Promise<void> {
 
   const client = createEtcdClient(cfg.etcdEndpoints, etcdSecurity(cfg, tls));
   const keys = new Keys(cfg.etcdPrefix);
+  // One quarantine for every reader of the registry: the view, services, the leader key, updates.
+  const quarantine = new Quarantine(log.child({ part: "quarantine" }));
   // The view's changes go to the loops once they exist; a change before that is covered by the
   // startup passes, which read the view after it is listed.
   let loops: Loops | undefined;
@@ -112,6 +115,7 @@ async function main(args: string[]): Promise<void> {
         ),
       ),
     onResync: () => loops?.resync(),
+    quarantine,
   });
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
@@ -129,11 +133,11 @@ async function main(args: string[]): Promise<void> {
   );
   await reconciler.recover();
 
-  const services = new ServiceCache(keys);
+  const services = new ServiceCache(keys, quarantine);
   const serviceFeed = feedServiceCache(client, keys, services, log.child({ part: "discovery" }));
   const updates = {
     lock: new RebootLock(client, keys, { leaseSeconds: cfg.rebootLeaseSeconds }),
-    store: new UpdateStore(client, keys),
+    store: new UpdateStore(client, keys, quarantine),
   };
 
   let ready = false;
@@ -145,6 +149,7 @@ async function main(args: string[]): Promise<void> {
     machineID,
     pageSize: cfg.tokenLimit,
     registryHealth: () => feed.health(),
+    quarantine: () => quarantine.list(),
     services,
     updates,
     isHostUnit: hostUnitCheck(cfg.unitDir),
@@ -156,6 +161,7 @@ async function main(args: string[]): Promise<void> {
       currentLeader: async () => (await client.get(keys.engineLeader()).string()) ?? undefined,
       updates: updates.store,
       watch: feed,
+      quarantine: () => quarantine.list(),
     }),
   });
   await api.listen({ socketPath: cfg.apiSocket || undefined, tcp: cfg.apiListen || undefined, tls });
@@ -192,7 +198,7 @@ async function main(args: string[]): Promise<void> {
   });
   // Passes read the view: none runs before it holds the whole registry.
   await feed.ready();
-  const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }));
+  const election = new LeaderElection(client, keys, membership, log.child({ part: "election" }), quarantine);
   if (!cfg.disableEngine) election.start();
   const engine = cfg.disableEngine
     ? undefined

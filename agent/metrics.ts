@@ -7,6 +7,7 @@
 import { NoopPolicy } from "cockatiel";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { deriveCurrentState, indexStates } from "./api/units.js";
+import type { QuarantinedValue } from "./registry/quarantine.js";
 import type { Registry as UnitRegistry } from "./registry/registry.js";
 import type { UpdatesOverview } from "./update/store.js";
 
@@ -20,6 +21,8 @@ export interface MetricSources {
   updates?: { overview(): Promise<UpdatesOverview> };
   /** The registry view's feed (registry/feed.ts); absent: no flotilla_registry_watch_unapplied_write_age_seconds. */
   watch?: { unappliedWriteAgeMs(): number };
+  /** The registry values this agent skips as bad (docs/etcd-keys.md, "Quarantine"). */
+  quarantine?: () => readonly Pick<QuarantinedValue, "family">[];
 }
 
 // Event metrics live in one registry for the process: hooks in other modules reach them without
@@ -168,6 +171,11 @@ export function agentMetrics(sources: MetricSources): { contentType: string; scr
     help: "Holders of each reboot group's update lock.",
     labelNames: ["group"],
   });
+  const quarantined = gauge({
+    name: "flotilla_registry_quarantined",
+    help: "Registry values this agent skips because they failed their checks, by key family (GET /flotilla/v1/quarantine says why).",
+    labelNames: ["family"],
+  });
   // One agent per process; a second call (tests) replaces the first one's gauge.
   register.removeSingleMetric("flotilla_scrape_registry_up");
   const registryUp = new Gauge({
@@ -199,6 +207,7 @@ export function agentMetrics(sources: MetricSources): { contentType: string; scr
     leader,
     updateState,
     lockHolders,
+    quarantined,
   ];
 
   async function readCluster(): Promise<void> {
@@ -230,6 +239,8 @@ export function agentMetrics(sources: MetricSources): { contentType: string; scr
     const mine = overview?.statuses.find((s) => s.machineId === sources.machineID);
     if (mine) updateState.set({ state: mine.state }, 1);
     for (const g of overview?.groups ?? []) lockHolders.set({ group: g.name }, g.holders.length);
+    // After the overview, which checks update/ again.
+    for (const q of sources.quarantine?.() ?? []) quarantined.inc({ family: q.family });
   }
 
   return {

@@ -39,6 +39,12 @@ export interface Requirements {
 }
 
 /** A cluster member as published under its lease. */
+/** A machine ID as systemd writes /etc/machine-id: 32 lowercase hex characters. */
+export const MACHINE_ID = /^[0-9a-f]{32}$/;
+
+/** A dynamic metadata name, as the API accepts it and the view checks it. */
+export const METADATA_NAME = /^[A-Za-z0-9_.-]+$/;
+
 export interface Machine {
   id: string;
   publicIP: string;

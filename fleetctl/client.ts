@@ -12,6 +12,7 @@ import {
   type WireError,
   type WireMachine,
   type WireMachinePage,
+  type WireQuarantine,
   type WireService,
   type WireServiceList,
   type WireUnit,
@@ -24,6 +25,7 @@ import {
   type WireUpdates,
 } from "../agent/api/schema.js";
 import type { DesiredState } from "../agent/model.js";
+import type { QuarantinedValue } from "../agent/registry/quarantine.js";
 import type { GroupConfigChange } from "../agent/update/records.js";
 import type { Endpoint } from "./endpoint.js";
 
@@ -83,6 +85,8 @@ export interface FleetApi {
   releaseHolder(group: string, holder: string): Promise<boolean>;
   /** Flotilla: lets a version be installed again; false when it was not marked bad. */
   clearBadVersion(version: string): Promise<boolean>;
+  /** Flotilla: the registry values the agent skips as bad; undefined when the server has no such list. */
+  quarantine(): Promise<QuarantinedValue[] | undefined>;
   close(): void;
 }
 
@@ -221,6 +225,18 @@ export class HttpFleetApi implements FleetApi {
 
   clearBadVersion(version: string): Promise<boolean> {
     return this.deleteOptional(`${EXT_PREFIX}/updates/bad/${encodeURIComponent(version)}`);
+  }
+
+  async quarantine(): Promise<QuarantinedValue[] | undefined> {
+    const list = await this.getOptional<WireQuarantine>(`${EXT_PREFIX}/quarantine`);
+    if (list === undefined) return undefined;
+    // Shown to the operator as text: keep only entries that have a key and a reason.
+    const values: unknown = list.values;
+    return Array.isArray(values)
+      ? values.filter(
+          (v): v is QuarantinedValue => typeof v?.key === "string" && typeof v?.reason === "string",
+        )
+      : [];
   }
 
   private async deleteOptional(path: string): Promise<boolean> {

@@ -356,6 +356,25 @@ const listUnits: Command = async (ctx, _args, flags) => {
   return 0;
 };
 
+/** The key families each list is about, for its quarantine warning. */
+const UNIT_FAMILIES = ["units", "schedule", "pending", "failures", "states"];
+const MACHINE_FAMILIES = ["machines", "metadata"];
+
+/**
+ * Names, on stderr, the registry values of `families` the agent skips as bad, with why. stdout
+ * stays fleet's table (scripts parse it) and the exit code stays 0: the list is still right about
+ * every good record. A server without the list (404) or an error adds nothing.
+ */
+async function warnQuarantined(ctx: CommandContext, families: readonly string[]): Promise<void> {
+  const values = await ctx.api.quarantine().catch(() => undefined);
+  const shown = (values ?? []).filter((v) => families.includes(v.family));
+  if (shown.length === 0) return;
+  ctx.err(
+    `WARNING: ${shown.length} registry value(s) failed their checks and are skipped until fixed or deleted:`,
+  );
+  for (const v of shown) ctx.err(`  ${v.key}: ${v.reason}`);
+}
+
 const listUnitFiles: Command = async (ctx, _args, flags) => {
   const cols = parseFields(flags.str("fields"), LIST_UNIT_FILES_FIELDS);
   if ("error" in cols) {
@@ -383,6 +402,7 @@ const listUnitFiles: Command = async (ctx, _args, flags) => {
       flags.bool("no-legend"),
     ),
   );
+  await warnQuarantined(ctx, UNIT_FAMILIES);
   return 0;
 };
 
@@ -422,6 +442,7 @@ const listMachines: Command = async (ctx, _args, flags) => {
       flags.bool("no-legend"),
     ),
   );
+  await warnQuarantined(ctx, MACHINE_FAMILIES);
   return 0;
 };
 

@@ -1,7 +1,7 @@
 // The machines and state resources as pure functions: fleet's PATCH /machines metadata ops
 // (api/machines.go) and the Machine and UnitState shapes of the wire.
 
-import type { Machine, UnitState } from "../model.js";
+import { type Machine, METADATA_NAME, type UnitState } from "../model.js";
 import type { ClusterSnapshot } from "../registry/registry.js";
 import { ApiError } from "./errors.js";
 import { describeType, goField, isObject } from "./json.js";
@@ -15,7 +15,7 @@ export interface MetadataChange {
   value: string | undefined;
 }
 
-const METADATA_PATH = /^\/([^/]+)\/metadata\/([A-Za-z0-9_.-]+)$/;
+const METADATA_PATH = new RegExp(`^/([^/]+)/metadata/(${METADATA_NAME.source.slice(1, -1)})$`);
 
 /**
  * Validates a whole PATCH body before anything is applied, as fleet does. Each op is

@@ -13,6 +13,7 @@ export type Route =
         | "patchMachines"
         | "discovery"
         | "health"
+        | "quarantine"
         | "listServices"
         | "getUpdates"
         | "checkUpdates"
@@ -101,6 +102,7 @@ function flotillaRoute(method: string, segs: string[]): Route {
   const [resource, name, action, ...extra] = segs;
   if (resource === "health" && name === undefined) return only(method, ["GET"], { kind: "health" });
   if (resource === "services" && name === undefined) return only(method, ["GET"], { kind: "listServices" });
+  if (resource === "quarantine" && name === undefined) return only(method, ["GET"], { kind: "quarantine" });
   if (resource === "units" && name && extra.length === 0) {
     if (action === "status") return only(method, ["GET"], { kind: "unitStatus", name });
     if (action === "journal") return only(method, ["GET"], { kind: "unitJournal", name });

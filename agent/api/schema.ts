@@ -2,6 +2,7 @@
 // server (agent/api) and the client (fleetctl). Keys are omitted from JSON when empty.
 // Flotilla adds optional fields (marked) that fleet's own clients ignore.
 
+import type { QuarantinedValue } from "../registry/quarantine.js";
 import type { BadVersion, GroupConfig, HolderRecord, UpdateStatus } from "../update/records.js";
 
 export const API_PREFIX = "/fleet/v1";
@@ -94,6 +95,14 @@ export interface WireService {
 /** Flotilla extension: GET /flotilla/v1/services[?service=NAME], sorted by service, machine, unit. */
 export interface WireServiceList {
   services: WireService[];
+}
+
+/**
+ * Flotilla extension: GET /flotilla/v1/quarantine, the registry values this agent skips because
+ * they failed their checks (docs/etcd-keys.md, "Quarantine"), sorted by key.
+ */
+export interface WireQuarantine {
+  values: QuarantinedValue[];
 }
 
 /** Flotilla extension: one machine in GET /flotilla/v1/updates. */

@@ -19,6 +19,7 @@ import { DEFAULT_CONFIG } from "../config.js";
 import type { Logger } from "../log.js";
 import { refusalLog } from "../refusals.js";
 import type { ViewHealth } from "../registry/feed.js";
+import type { QuarantinedValue } from "../registry/quarantine.js";
 import type { Registry } from "../registry/registry.js";
 import { UNIT_MAX_BYTES } from "../unit/index.js";
 import type { RebootLock } from "../update/lock.js";
@@ -42,7 +43,7 @@ import { type ApiLimits, clientOf, concurrencyLimit, DEFAULT_API_LIMITS, limitLi
 import { filterStates, parseMetadataOps, stateOfUnit, toWireMachine, toWireUnitState } from "./machines.js";
 import { pageTokenFromQuery, paginate } from "./pagination.js";
 import { type FleetLockOp, fleetLockOp, resolveRoute, splitTarget } from "./routes.js";
-import { DEFAULT_PAGE_SIZE, EXT_PREFIX } from "./schema.js";
+import { DEFAULT_PAGE_SIZE, EXT_PREFIX, type WireQuarantine } from "./schema.js";
 import { listServices, type ServiceSource } from "./services.js";
 import {
   checkUnitPut,
@@ -96,6 +97,8 @@ export interface ApiDeps {
   maxBodyBytes?: number;
   /** The state of the agent's watch-fed registry view, reported by /flotilla/v1/health. */
   registryHealth?: () => ViewHealth;
+  /** Registry values skipped as bad (GET /flotilla/v1/quarantine, a count in health); absent: none. */
+  quarantine?: () => QuarantinedValue[];
   /** The agent's watch-fed service records (GET /flotilla/v1/services); absent: 503. */
   services?: ServiceSource;
   /** The reboot semaphore and update records, for FleetLock and /flotilla/v1/update*; absent: 503. */
@@ -260,8 +263,18 @@ export function createApiServer(deps: ApiDeps): ApiServer {
         // Not ok while the registry view is not live (watch broken, list failing): reads would be stale.
         const view = deps.registryHealth?.();
         const ok = view === undefined || view.state === "live";
-        return sendJSON(res, ok ? 200 : 503, { machineID: deps.machineID, ok, version: deps.version, view });
+        // Quarantined values do not make the agent unhealthy: they are skipped, and counted here.
+        const quarantined = deps.quarantine?.().length;
+        return sendJSON(res, ok ? 200 : 503, {
+          machineID: deps.machineID,
+          ok,
+          version: deps.version,
+          view,
+          quarantined,
+        });
       }
+      case "quarantine":
+        return sendJSON(res, 200, { values: deps.quarantine?.() ?? [] } satisfies WireQuarantine);
       case "listServices":
         if (!deps.services) throw new ApiError(503, "service discovery is not running on this agent");
         return sendJSON(res, 200, listServices(deps.services, query));

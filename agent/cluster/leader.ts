@@ -6,7 +6,9 @@
 
 import type { Etcd3, IKeyValue, Lease, Watcher } from "etcd3";
 import type { Logger } from "../log.js";
+import { MACHINE_ID } from "../model.js";
 import type { Keys } from "../registry/keys.js";
+import type { Quarantine } from "../registry/quarantine.js";
 import { RegistryUnavailableError } from "../registry/registry.js";
 import { type Membership, sleep } from "./membership.js";
 
@@ -68,6 +70,12 @@ export class LeaderElection implements Election {
   private watcher: Watcher | undefined;
   /** This machine's lease when it last campaigned, with its ID; compared with the key's lease. */
   private campaignedWith: { lease: Lease; id: string } | undefined;
+  /**
+   * The mod revision of a bad value at the key (quarantined): such a key counts as vacant, and a
+   * campaign replaces exactly that value. Without this a lease-less value would never expire and
+   * the cluster would have no engine again.
+   */
+  private badValueMod: string | undefined;
   private stopped = false;
 
   constructor(
@@ -75,6 +83,7 @@ export class LeaderElection implements Election {
     private readonly keys: Keys,
     private readonly membership: Membership,
     private readonly log: Logger,
+    private readonly quarantine?: Quarantine,
   ) {}
 
   /** Reads the key, then watches it from that revision; retries in the background until etcd answers. */
@@ -104,17 +113,16 @@ export class LeaderElection implements Election {
     }
     const id = await unavailableOnError(() => lease.grant());
     this.campaignedWith = { lease, id };
+    const bad = this.badValueMod;
     const res = await unavailableOnError(() =>
-      this.client
-        .if(key, "Create", "==", 0)
+      (bad === undefined ? this.client.if(key, "Create", "==", 0) : this.client.if(key, "Mod", "==", bad))
         .then(lease.put(key).value(me))
         .else(this.client.get(key))
         .commit(),
     );
-    const holder = res.succeeded
-      ? { holder: me, lease: id }
-      : leaderKey(res.responses[0]?.response_range?.kvs[0]);
-    this.state.observe(holder, Number(res.header.revision));
+    const revision = Number(res.header.revision);
+    if (res.succeeded) this.observeKey({ holder: me, lease: id }, revision);
+    else this.observeKv(res.responses[0]?.response_range?.kvs[0], revision);
     return this.observed() === "leader";
   }
 
@@ -144,7 +152,7 @@ export class LeaderElection implements Election {
       try {
         const res = await this.client.get(key).exec();
         const revision = Number(res.header.revision);
-        this.state.observe(leaderKey(res.kvs[0]), revision);
+        this.observeKv(res.kvs[0], revision);
         const watcher = await this.client
           .watch()
           .key(key)
@@ -154,8 +162,8 @@ export class LeaderElection implements Election {
           await watcher.cancel();
           return;
         }
-        watcher.on("put", (kv) => this.state.observe(leaderKey(kv), Number(kv.mod_revision)));
-        watcher.on("delete", (kv) => this.state.observe(undefined, Number(kv.mod_revision)));
+        watcher.on("put", (kv) => this.observeKv(kv, Number(kv.mod_revision)));
+        watcher.on("delete", (kv) => this.observeKv(undefined, Number(kv.mod_revision)));
         // Disconnects resume from the last revision on their own; an error (e.g. the revision was
         // compacted away) ends the watch, so read the key again and watch from there. The ended
         // watcher is dropped, never canceled (docs/architecture.md, "Watches etcd ended").
@@ -173,6 +181,33 @@ export class LeaderElection implements Election {
       }
     }
   }
+
+  /** A read or watched value of the key; a bad one is quarantined and counts as vacant. */
+  private observeKv(kv: IKeyValue | undefined, revision: number): void {
+    const problem = kv && leaderKeyProblem(kv);
+    if (!kv || !problem) {
+      this.observeKey(kv && leaderKey(kv), revision);
+      return;
+    }
+    if (!this.state.observe(undefined, revision)) return;
+    this.badValueMod = kv.mod_revision;
+    this.quarantine?.hold(this.keys.engineLeader(), "engine", problem, Number(kv.mod_revision));
+  }
+
+  private observeKey(key: LeaderKey | undefined, revision: number): void {
+    if (!this.state.observe(key, revision)) return;
+    this.badValueMod = undefined;
+    this.quarantine?.release(this.keys.engineLeader());
+  }
+}
+
+/** What is wrong with a leader key's value: it names no machine, or is bound to no lease. */
+export function leaderKeyProblem(kv: Pick<IKeyValue, "value" | "lease">): string | undefined {
+  const value = kv.value.toString();
+  if (!MACHINE_ID.test(value))
+    return `want a machine ID (32 lowercase hex characters), got ${JSON.stringify(value.slice(0, 40))}`;
+  if (String(kv.lease) === "0") return "bound to no lease, so it would never expire";
+  return undefined;
 }
 
 async function unavailableOnError<T>(fn: () => Promise<T>): Promise<T> {
@@ -183,6 +218,6 @@ async function unavailableOnError<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function leaderKey(kv: IKeyValue | undefined): LeaderKey | undefined {
-  return kv ? { holder: kv.value.toString(), lease: String(kv.lease) } : undefined;
+function leaderKey(kv: IKeyValue): LeaderKey {
+  return { holder: kv.value.toString(), lease: String(kv.lease) };
 }

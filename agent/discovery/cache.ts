@@ -5,10 +5,14 @@
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "../log.js";
 import type { Keys } from "../registry/keys.js";
+import { type Quarantine, reasonOf } from "../registry/quarantine.js";
 import type { ZoneData } from "./dns.js";
-import { parseServiceRecord, type ServiceRecord } from "./record.js";
+import { checkServiceRecord, type ServiceRecord } from "./record.js";
 
-export type ServiceEvent = { type: "put"; key: string; value: string } | { type: "delete"; key: string };
+/** One change; `revision` is its mod revision, when known. */
+export type ServiceEvent =
+  | { type: "put"; key: string; value: string; revision?: number }
+  | { type: "delete"; key: string };
 
 export class ServiceCache implements ZoneData {
   /** service → etcd key → record. */
@@ -18,14 +22,20 @@ export class ServiceCache implements ZoneData {
   /** First 8 characters of a machine ID → etcd key → record. */
   private readonly nodes = new Map<string, Map<string, ServiceRecord>>();
 
-  constructor(private readonly keys: Keys) {}
+  /** Bad values go to `quarantine` with their reason (docs/etcd-keys.md, "Quarantine"). */
+  constructor(
+    private readonly keys: Keys,
+    private readonly quarantine?: Quarantine,
+  ) {}
 
   /** Replaces the whole content with a range read of `services/`; returns the keys it rejected. */
-  load(entries: readonly { key: string; value: string }[]): string[] {
+  load(entries: readonly { key: string; value: string; revision?: number }[]): string[] {
     this.services.clear();
     this.views.clear();
     this.nodes.clear();
-    return this.apply(entries.map((e) => ({ type: "put", key: e.key, value: e.value })));
+    const rejected = this.apply(entries.map((e) => ({ type: "put", ...e })));
+    this.quarantine?.sweep(["services"], new Set(rejected));
+    return rejected;
   }
 
   /**
@@ -36,10 +46,17 @@ export class ServiceCache implements ZoneData {
     const rejected: string[] = [];
     for (const ev of events) {
       this.remove(ev.key);
-      if (ev.type === "delete") continue;
-      const record = this.check(ev.key, ev.value);
-      if (record) this.add(ev.key, record);
-      else rejected.push(ev.key);
+      if (ev.type === "delete") {
+        this.quarantine?.release(ev.key);
+        continue;
+      }
+      try {
+        this.add(ev.key, this.check(ev.key, ev.value));
+        this.quarantine?.release(ev.key);
+      } catch (err) {
+        this.quarantine?.hold(ev.key, "services", reasonOf(err), ev.revision ?? 0);
+        rejected.push(ev.key);
+      }
     }
     return rejected;
   }
@@ -62,13 +79,14 @@ export class ServiceCache implements ZoneData {
     return [...this.services.keys()].sort().flatMap((name) => this.service(name));
   }
 
-  private check(key: string, value: string): ServiceRecord | undefined {
+  private check(key: string, value: string): ServiceRecord {
     const parts = this.keys.parseServiceKey(key);
-    const record = parseServiceRecord(value);
-    if (!parts || !record) return undefined;
+    if (!parts) throw new Error("key is not services/<service>/<machineID>/<unit>");
+    const record = checkServiceRecord(value);
     const matches =
       record.service === parts.service && record.machineID === parts.machineID && record.unit === parts.unit;
-    return matches ? record : undefined;
+    if (!matches) throw new Error("fields service, machineID and unit differ from the key's");
+    return record;
   }
 
   private add(key: string, record: ServiceRecord): void {
@@ -128,17 +146,19 @@ export function feedServiceCache(client: Etcd3, keys: Keys, cache: ServiceCache,
   const ready = new Promise<void>((resolve) => {
     markReady = resolve;
   });
-  const reportRejected = (rejected: string[]) => {
-    if (rejected.length > 0) log.warn({ keys: rejected }, "ignoring invalid service records");
-  };
 
   const run = async () => {
     for (let attempt = 0; !stopped; attempt++) {
       try {
         const res = await client.getAll().prefix(prefix).exec();
         if (stopped) return;
-        reportRejected(
-          cache.load(res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() }))),
+        // Rejected values are the cache's quarantine's to log, once each.
+        cache.load(
+          res.kvs.map((kv) => ({
+            key: kv.key.toString(),
+            value: kv.value.toString(),
+            revision: Number(kv.mod_revision),
+          })),
         );
         // watcher() rather than create(): it registers with the stream at once, so the handlers
         // below are attached before any event can be emitted.
@@ -149,7 +169,14 @@ export function feedServiceCache(client: Etcd3, keys: Keys, cache: ServiceCache,
           .watcher();
         watcher = w;
         w.on("put", (kv) =>
-          reportRejected(cache.apply([{ type: "put", key: kv.key.toString(), value: kv.value.toString() }])),
+          cache.apply([
+            {
+              type: "put",
+              key: kv.key.toString(),
+              value: kv.value.toString(),
+              revision: Number(kv.mod_revision),
+            },
+          ]),
         );
         w.on("delete", (kv) => cache.apply([{ type: "delete", key: kv.key.toString() }]));
         w.on("disconnected", () => log.debug("service watch disconnected; serving cached records"));

@@ -2,6 +2,7 @@
 // agent's DNS answers from. Names are DNS labels so `<service>.service.flotilla` always works.
 
 import { isIPv4 } from "node:net";
+import { describeValue, parseJSONObject, stringField } from "../registry/quarantine.js";
 import { unitNameParts } from "../unit/names.js";
 
 export type PortProtocol = "tcp" | "udp";
@@ -56,26 +57,33 @@ export function encodeServiceRecord(record: ServiceRecord): string {
 
 /** Parses and checks an etcd value; undefined when it is not a usable record. */
 export function parseServiceRecord(value: string): ServiceRecord | undefined {
-  let raw: unknown;
   try {
-    raw = JSON.parse(value);
+    return checkServiceRecord(value);
   } catch {
     return undefined;
   }
-  if (typeof raw !== "object" || raw === null) return undefined;
-  const r = raw as Record<string, unknown>;
-  if (typeof r.service !== "string" || validateServiceName(r.service) !== undefined) return undefined;
-  if (typeof r.machineID !== "string" || r.machineID === "") return undefined;
-  if (typeof r.unit !== "string" || r.unit === "") return undefined;
-  if (typeof r.ip !== "string" || !isIPv4(r.ip)) return undefined;
-  if (!Array.isArray(r.ports)) return undefined;
-  const ports: ServicePort[] = [];
-  for (const p of r.ports as unknown[]) {
+}
+
+/** Parses and checks an etcd value; throws saying what is wrong (the quarantine's reason). */
+export function checkServiceRecord(value: string): ServiceRecord {
+  const r = parseJSONObject(value);
+  const service = stringField(r, "service");
+  const problem = validateServiceName(service);
+  if (problem !== undefined) throw new Error(`field service: ${problem}`);
+  const machineID = stringField(r, "machineID");
+  if (machineID === "") throw new Error("field machineID: empty");
+  const unit = stringField(r, "unit");
+  if (unit === "") throw new Error("field unit: empty");
+  const ip = stringField(r, "ip");
+  if (!isIPv4(ip)) throw new Error(`field ip: ${JSON.stringify(ip)} is not an IPv4 address`);
+  if (!Array.isArray(r.ports)) throw new Error(`field ports: want an array, got ${describeValue(r.ports)}`);
+  const ports = (r.ports as unknown[]).map((p, i) => {
     const port = parsePort(p);
-    if (!port) return undefined;
-    ports.push(port);
-  }
-  return { service: r.service, machineID: r.machineID, unit: r.unit, ip: r.ip, ports };
+    if (!port)
+      throw new Error(`field ports[${i}]: want {host, protocol: tcp|udp, container?} with ports 1-65535`);
+    return port;
+  });
+  return { service, machineID, unit, ip, ports };
 }
 
 function parsePort(raw: unknown): ServicePort | undefined {

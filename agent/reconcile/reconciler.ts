@@ -115,8 +115,6 @@ export class Reconciler {
       this.log.debug({ err: String(err) }, "reconcile skipped: etcd unreachable; units keep running");
       return;
     }
-    if (snap.corrupt.length > 0)
-      this.log.warn({ keys: snap.corrupt }, "ignoring unparseable registry values");
     const desired = this.desiredUnits(snap);
     const current: CurrentUnit[] = [];
     const states = await this.systemd.states([...this.loaded.keys()]);

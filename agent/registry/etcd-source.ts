@@ -49,7 +49,11 @@ export class EtcdSource implements KvSource {
       });
       return {
         revision: Number(res.header.revision),
-        entries: res.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString() })),
+        entries: res.kvs.map((kv) => ({
+          key: kv.key.toString(),
+          value: kv.value.toString(),
+          revision: Number(kv.mod_revision),
+        })),
         more: res.more,
       };
     } catch (err) {

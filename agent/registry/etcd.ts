@@ -30,9 +30,15 @@ export class EtcdRegistry implements Registry {
     return this.view.snapshot();
   }
 
+  /** A bad stored record counts as absent, as the view has it (quarantined): a PUT replaces it. */
   async getUnit(name: string): Promise<UnitRecord | undefined> {
     const raw = await this.call(() => this.client.get(this.keys.unit(name)).string());
-    return raw === null ? undefined : parseStoredUnit(this.keys.unit(name), name, raw);
+    if (raw === null) return undefined;
+    try {
+      return parseUnitRecord(name, raw);
+    } catch {
+      return undefined;
+    }
   }
 
   async putUnit(unit: UnitRecord): Promise<void> {

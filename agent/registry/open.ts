@@ -8,6 +8,7 @@ import { EtcdRegistry } from "./etcd.js";
 import { EtcdSource } from "./etcd-source.js";
 import { type FeedOptions, ViewFeed } from "./feed.js";
 import type { Keys } from "./keys.js";
+import type { Quarantine } from "./quarantine.js";
 import { ClusterView } from "./view.js";
 
 export interface OpenRegistry {
@@ -16,14 +17,20 @@ export interface OpenRegistry {
   feed: ViewFeed;
 }
 
-/** Starts the view's list and watch; `feed.ready()` resolves once the view is live. */
+/**
+ * Starts the view's list and watch; `feed.ready()` resolves once the view is live. Values that fail
+ * their checks go to `quarantine` (a private one when not given).
+ */
 export function openRegistry(
   client: Etcd3,
   keys: Keys,
   log: Logger,
-  hooks: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> = {},
+  {
+    quarantine,
+    ...hooks
+  }: Pick<FeedOptions, "onEvents" | "onResync" | "pageSize"> & { quarantine?: Quarantine } = {},
 ): OpenRegistry {
-  const view = new ClusterView(keys);
+  const view = new ClusterView(keys, quarantine);
   const feed = new ViewFeed(new EtcdSource(client), view, keys.prefix, {
     log,
     onWriteApplied: observeWatchLag,

@@ -20,8 +20,6 @@ export interface ClusterSnapshot {
   failures: Map<string, FailureRecord>;
   machines: Machine[];
   states: UnitState[];
-  /** Keys whose values could not be parsed; callers log them rather than fail the pass. */
-  corrupt: string[];
 }
 
 /** etcd could not be reached (or answered too late): the API's 503. Never a refusal or a bad value. */

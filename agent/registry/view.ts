@@ -9,17 +9,27 @@ import {
   DESIRED_STATES,
   type FailureRecord,
   type Machine,
+  METADATA_NAME,
   type Placement,
   type UnitRecord,
   type UnitState,
 } from "../model.js";
 import type { KeyFamily, Keys } from "./keys.js";
+import {
+  describeValue,
+  numberField as num,
+  parseJSONObject as parseObject,
+  Quarantine,
+  reasonOf,
+  stringField as str,
+} from "./quarantine.js";
 import type { ClusterSnapshot, PendingReason } from "./registry.js";
 
-/** One key as listed. */
+/** One key as listed; `revision` is its mod revision, when known. */
 export interface KvEntry {
   key: string;
   value: string;
+  revision?: number;
 }
 
 /** One watched change; `revision` is the change's own etcd revision (its mod revision). */
@@ -28,7 +38,7 @@ export type ViewEvent =
   | { type: "delete"; key: string; revision: number };
 
 /** The key families the view keeps; a relist reads exactly these prefixes. */
-const KEPT: readonly KeyFamily[] = [
+const KEPT = [
   "units",
   "schedule",
   "pending",
@@ -36,7 +46,9 @@ const KEPT: readonly KeyFamily[] = [
   "machines",
   "metadata",
   "states",
-];
+] as const satisfies readonly KeyFamily[];
+type KeptFamily = (typeof KEPT)[number];
+const isKept = (f: KeyFamily): f is KeptFamily => (KEPT as readonly KeyFamily[]).includes(f);
 
 export class ClusterView {
   private readonly units = new Map<string, UnitRecord>();
@@ -48,12 +60,15 @@ export class ClusterView {
   private readonly metadata = new Map<string, Map<string, string>>();
   /** Unit name → machine ID → state. */
   private readonly states = new Map<string, Map<string, UnitState>>();
-  private readonly corrupt = new Set<string>();
   private rev = 0;
   /** The last snapshot built, handed out again until something the view keeps changes. */
   private cached: ClusterSnapshot | undefined;
 
-  constructor(readonly keys: Keys) {}
+  /** `quarantine` holds the values that fail their checks (shared with the agent's other readers). */
+  constructor(
+    readonly keys: Keys,
+    readonly quarantine: Quarantine = new Quarantine(),
+  ) {}
 
   /** The etcd revision the view is current to (list revision, then each watched change). */
   get revision(): number {
@@ -70,8 +85,9 @@ export class ClusterView {
     for (const m of [this.units, this.schedule, this.pending, this.failures, this.machines]) m.clear();
     this.metadata.clear();
     this.states.clear();
-    this.corrupt.clear();
-    for (const e of entries) this.put(e.key, e.value);
+    const bad = new Set<string>();
+    for (const e of entries) if (this.put(e.key, e.value, e.revision ?? 0) === "bad") bad.add(e.key);
+    this.quarantine.sweep(KEPT, bad);
     this.rev = revision;
     this.cached = undefined;
   }
@@ -81,7 +97,8 @@ export class ClusterView {
     let changed = false;
     for (const ev of events) {
       if (ev.revision > this.rev) this.rev = ev.revision;
-      const kept = ev.type === "put" ? this.put(ev.key, ev.value) : this.remove(ev.key);
+      const kept =
+        ev.type === "put" ? this.put(ev.key, ev.value, ev.revision) !== "other" : this.remove(ev.key);
       changed ||= kept;
     }
     if (changed) this.cached = undefined;
@@ -111,7 +128,6 @@ export class ClusterView {
       states: [...this.states.values()]
         .flatMap((perMachine) => [...perMachine.values()])
         .sort((a, b) => cmp(a.name, b.name) || cmp(a.machineID, b.machineID)),
-      corrupt: [...this.corrupt].sort(),
     };
     this.cached = snap;
     return snap;
@@ -147,21 +163,26 @@ export class ClusterView {
     return { units: this.units.size, schedule: this.schedule.size, states, machines: this.machines.size };
   }
 
-  /** Stores one value; returns whether the key is one the view keeps. A bad value drops the key. */
-  private put(key: string, value: string): boolean {
+  /**
+   * Stores one value: "kept" if the key is one the view keeps, "bad" if its value failed its
+   * check (quarantined, and what the key held is dropped), "other" for keys the view ignores.
+   */
+  private put(key: string, value: string, revision: number): "kept" | "bad" | "other" {
     const k = this.keys.classify(key);
-    if (!k || !KEPT.includes(k.family)) return false;
-    this.remove(key);
+    if (!k || !isKept(k.family)) return "other";
+    this.drop(k.family, k.rest);
     try {
       this.store(k.family, k.rest, value);
-    } catch {
-      // A corrupt value (hand-edited etcd) must not take the whole cluster view down.
-      this.corrupt.add(key);
+    } catch (err) {
+      // A bad value (hand-edited etcd) is skipped; it must not take the whole cluster view down.
+      this.quarantine.hold(key, k.family, reasonOf(err), revision);
+      return "bad";
     }
-    return true;
+    this.quarantine.release(key);
+    return "kept";
   }
 
-  private store(family: KeyFamily, rest: string, value: string): void {
+  private store(family: KeptFamily, rest: string, value: string): void {
     switch (family) {
       case "units":
         this.units.set(rest, parseUnitRecord(rest, value));
@@ -182,8 +203,10 @@ export class ClusterView {
         const slash = rest.indexOf("/");
         if (slash <= 0 || slash === rest.length - 1) throw new Error("metadata key without machine or name");
         const id = rest.slice(0, slash);
+        const name = rest.slice(slash + 1);
+        checkMetadata(name, value);
         const perMachine = this.metadata.get(id) ?? new Map<string, string>();
-        perMachine.set(rest.slice(slash + 1), value);
+        perMachine.set(name, value);
         this.metadata.set(id, perMachine);
         return;
       }
@@ -202,10 +225,15 @@ export class ClusterView {
 
   private remove(key: string): boolean {
     const k = this.keys.classify(key);
-    if (!k || !KEPT.includes(k.family)) return false;
-    this.corrupt.delete(key);
-    const { rest } = k;
-    switch (k.family) {
+    if (!k || !isKept(k.family)) return false;
+    this.quarantine.release(key);
+    this.drop(k.family, k.rest);
+    return true;
+  }
+
+  /** Forgets what the key held. */
+  private drop(family: KeptFamily, rest: string): void {
+    switch (family) {
       case "units":
         this.units.delete(rest);
         break;
@@ -228,7 +256,6 @@ export class ClusterView {
         deleteNested(this.states, rest, rest.lastIndexOf("/"));
         break;
     }
-    return true;
   }
 }
 
@@ -239,41 +266,30 @@ function deleteNested<T>(outer: Map<string, Map<string, T>>, rest: string, slash
   if (inner?.delete(rest.slice(slash + 1)) && inner.size === 0) outer.delete(id);
 }
 
-// Value checks: the shape each family's writer produces. A value that fails is reported as corrupt.
-
-function parseObject(value: string): Record<string, unknown> {
-  const v: unknown = JSON.parse(value);
-  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not a JSON object");
-  return v as Record<string, unknown>;
-}
-
-function str(o: Record<string, unknown>, field: string): string {
-  const v = o[field];
-  if (typeof v !== "string") throw new Error(`${field}: not a string`);
-  return v;
-}
-
-function num(o: Record<string, unknown>, field: string): number {
-  const v = o[field];
-  if (typeof v !== "number" || !Number.isFinite(v)) throw new Error(`${field}: not a number`);
-  return v;
-}
+// Value checks: the shape each family's writer produces. A value that fails is quarantined with
+// the check's message as its reason.
 
 export function parseUnitRecord(name: string, value: string): UnitRecord {
   const o = parseObject(value);
-  if (str(o, "name") !== name) throw new Error("name differs from its key");
+  const stored = str(o, "name");
+  if (stored !== name) throw new Error(`field name: ${JSON.stringify(stored)} differs from the key's`);
   const state = str(o, "desiredState");
-  if (!(DESIRED_STATES as readonly string[]).includes(state)) throw new Error("bad desiredState");
+  if (!(DESIRED_STATES as readonly string[]).includes(state))
+    throw new Error(
+      `field desiredState: want one of ${DESIRED_STATES.join(", ")}, got ${describeValue(state)}`,
+    );
   str(o, "hash");
   const options = o.options;
-  if (!Array.isArray(options)) throw new Error("options: not an array");
-  for (const opt of options) {
-    if (typeof opt !== "object" || opt === null) throw new Error("options: not objects");
+  if (!Array.isArray(options)) throw new Error(`field options: want an array, got ${describeValue(options)}`);
+  options.forEach((opt: unknown, i) => {
+    if (typeof opt !== "object" || opt === null || Array.isArray(opt))
+      throw new Error(`field options[${i}]: want an object, got ${describeValue(opt)}`);
     const r = opt as Record<string, unknown>;
-    str(r, "section");
-    str(r, "name");
-    str(r, "value");
-  }
+    for (const f of ["section", "name", "value"]) {
+      if (typeof r[f] !== "string")
+        throw new Error(`field options[${i}].${f}: want a string, got ${describeValue(r[f])}`);
+    }
+  });
   return o as unknown as UnitRecord;
 }
 
@@ -294,23 +310,46 @@ function parsePending(value: string): PendingReason {
 function parseFailures(value: string): FailureRecord {
   const o = parseObject(value);
   str(o, "hash");
-  if (!Array.isArray(o.moves)) throw new Error("moves: not an array");
+  const moves = o.moves;
+  if (!Array.isArray(moves)) throw new Error(`field moves: want an array, got ${describeValue(moves)}`);
+  moves.forEach((m: unknown, i) => {
+    if (typeof m !== "object" || m === null || Array.isArray(m))
+      throw new Error(`field moves[${i}]: want an object, got ${describeValue(m)}`);
+    str(m as Record<string, unknown>, "from", `moves[${i}].from`);
+    num(m as Record<string, unknown>, "at", `moves[${i}].at`);
+  });
+  if (o.gaveUp !== undefined) str(o, "gaveUp");
   return o as unknown as FailureRecord;
 }
 
 function parseMachine(id: string, value: string): Machine {
   const o = parseObject(value);
-  if (str(o, "id") !== id) throw new Error("id differs from its key");
+  const stored = str(o, "id");
+  if (stored !== id) throw new Error(`field id: ${JSON.stringify(stored)} differs from the key's`);
   str(o, "publicIP");
   const md = o.metadata;
-  if (typeof md !== "object" || md === null || Array.isArray(md)) throw new Error("metadata: not an object");
+  if (typeof md !== "object" || md === null || Array.isArray(md))
+    throw new Error(`field metadata: want an object, got ${describeValue(md)}`);
+  for (const [k, v] of Object.entries(md))
+    if (typeof v !== "string") throw new Error(`field metadata.${k}: want a string, got ${describeValue(v)}`);
   return o as unknown as Machine;
+}
+
+/** Names as the API accepts them (agent/api/machines.ts); values non-empty text. */
+function checkMetadata(name: string, value: string): void {
+  if (!METADATA_NAME.test(name))
+    throw new Error(`metadata name ${JSON.stringify(name)}: not ${METADATA_NAME.source}`);
+  if (value === "") throw new Error("metadata value: empty");
+  // etcd values are bytes; bytes that are not UTF-8 decode to U+FFFD.
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\uFFFD\u0000-\u0008\u000B-\u001F\u007F]/.test(value))
+    throw new Error("metadata value: not UTF-8 text (control characters or invalid bytes)");
 }
 
 function parseUnitState(name: string, machineID: string, value: string): UnitState {
   const o = parseObject(value);
   if (str(o, "name") !== name || str(o, "machineID") !== machineID)
-    throw new Error("unit or machine differs from its key");
+    throw new Error("fields name and machineID differ from the key's");
   for (const f of ["hash", "loadState", "activeState", "subState"]) str(o, f);
   return o as unknown as UnitState;
 }

@@ -2,6 +2,7 @@
 // by the lock, the API, the updater loop and fleetctl, plus the pure checks that guard every value
 // coming from a request, so a bad field is refused with its name before anything is written.
 
+import { describeValue, parseJSONObject, reasonOf, stringField } from "../registry/quarantine.js";
 import type { Slot } from "./slots.js";
 import { checkWindow, type RebootWindow } from "./window.js";
 
@@ -196,4 +197,59 @@ export function parseGroupConfig(text: string | undefined): GroupConfig {
     }
   }
   return config;
+}
+
+const UPDATE_STATES: readonly UpdateState[] = [
+  "idle",
+  "checking",
+  "waiting",
+  "downloading",
+  "writing",
+  "locking",
+  "draining",
+  "rebooting",
+  "gating",
+  "blessed",
+  "rolled-back",
+  "error",
+];
+
+/**
+ * What is wrong with a value under `update/` (`rest` is its key after `update/`), or undefined
+ * when it is good or not a record. For the quarantine (docs/etcd-keys.md): readers keep their
+ * documented leniency, so a bad group config still reads as the defaults and a bad holder still
+ * holds its slot, but a bad status or bad-version record is skipped.
+ */
+export function updateRecordProblem(rest: string, value: string): string | undefined {
+  const [kind = "", name = "", sub, ...more] = rest.split("/");
+  try {
+    if (kind === "groups" && sub === "config" && more.length === 0) {
+      parseGroupConfigChange(parseJSONObject(value));
+    } else if (kind === "groups" && sub === "holders" && more.length > 0) {
+      const o = parseJSONObject(value);
+      stringField(o, "since");
+      if (o.machineId !== undefined) stringField(o, "machineId");
+    } else if (kind === "status" && sub === undefined) {
+      const o = parseJSONObject(value);
+      if (stringField(o, "machineId") !== name) throw new Error("field machineId differs from the key's");
+      stringField(o, "version");
+      const slot = stringField(o, "slot");
+      if (slot !== "A" && slot !== "B")
+        throw new Error(`field slot: want A or B, got ${describeValue(slot)}`);
+      const state = stringField(o, "state");
+      if (!(UPDATE_STATES as readonly string[]).includes(state))
+        throw new Error(`field state: want one of ${UPDATE_STATES.join(", ")}, got ${describeValue(state)}`);
+      stringField(o, "updatedAt");
+    } else if (kind === "bad" && sub === undefined) {
+      const o = parseJSONObject(value);
+      if (stringField(o, "version") !== name) throw new Error("field version differs from the key's");
+      for (const f of ["reason", "machineId", "at"]) stringField(o, f);
+    } else if (kind === "check" && sub === undefined) {
+      const o = parseJSONObject(value);
+      for (const f of ["nonce", "at"]) stringField(o, f);
+    }
+    return undefined;
+  } catch (err) {
+    return reasonOf(err);
+  }
 }

@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type { Etcd3 } from "etcd3";
 import type { Keys } from "../registry/keys.js";
+import type { Quarantine } from "../registry/quarantine.js";
 import { RegistryUnavailableError } from "../registry/registry.js";
 import { parseHolder } from "./lock.js";
 import {
@@ -17,6 +18,7 @@ import {
   type HolderRecord,
   parseGroupConfig,
   type UpdateStatus,
+  updateRecordProblem,
 } from "./records.js";
 
 export interface GroupSummary {
@@ -37,9 +39,11 @@ export interface UpdatesOverview {
 }
 
 export class UpdateStore {
+  /** Bad values read under `update/` go to `quarantine`, refreshed by every overview. */
   constructor(
     private readonly client: Etcd3,
     readonly keys: Keys,
+    private readonly quarantine?: Quarantine,
   ) {}
 
   async groupConfig(group: string): Promise<GroupConfig> {
@@ -80,30 +84,37 @@ export class UpdateStore {
     };
     group(DEFAULT_GROUP);
     const statuses: UpdateStatus[] = [];
-    const bad: BadVersion[] = [];
+    const badVersions: BadVersion[] = [];
     const groupsPrefix = this.keys.updateGroups();
+    const bad = new Set<string>();
     for (const kv of res.kvs) {
       const key = kv.key.toString();
       const value = kv.value.toString();
+      const problem = updateRecordProblem(key.slice(this.keys.updates().length), value);
+      if (problem !== undefined) {
+        bad.add(key);
+        this.quarantine?.hold(key, "update", problem, Number(kv.mod_revision));
+      }
       if (key.startsWith(groupsPrefix)) {
         const [name = "", kind, ...rest] = key.slice(groupsPrefix.length).split("/");
         if (kind === "config") group(name).config = parseGroupConfig(value);
         else if (kind === "holders" && rest.length > 0)
           group(name).holders.push(parseHolder(rest.join("/"), kv));
+      } else if (bad.has(key)) {
+        // A bad status or bad-version record is skipped (a group config or holder reads leniently).
       } else if (key.startsWith(this.keys.updateStatuses())) {
-        const s = parseJSON<UpdateStatus>(value);
-        if (s) statuses.push(s);
+        statuses.push(JSON.parse(value) as UpdateStatus);
       } else if (key.startsWith(this.keys.updateBadVersions())) {
-        const b = parseJSON<BadVersion>(value);
-        if (b) bad.push(b);
+        badVersions.push(JSON.parse(value) as BadVersion);
       }
     }
+    this.quarantine?.sweep(["update"], bad);
     const sorted = [...groups.values()].sort((a, b) => compare(a.name, b.name));
     for (const g of sorted) g.holders.sort((a, b) => compare(a.holder, b.holder));
     return {
       groups: sorted,
       statuses: statuses.sort((a, b) => compare(a.machineId, b.machineId)),
-      bad: bad.sort((a, b) => compare(a.version, b.version)),
+      bad: badVersions.sort((a, b) => compare(a.version, b.version)),
     };
   }
 
@@ -150,14 +161,6 @@ export class UpdateStore {
     } catch (err) {
       throw new RegistryUnavailableError(err);
     }
-  }
-}
-
-function parseJSON<T>(text: string): T | undefined {
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return undefined;
   }
 }
 

@@ -105,6 +105,8 @@ describe("resolveRoute", () => {
   it("serves Flotilla's extensions", () => {
     expect(resolveRoute("GET", "/flotilla/v1/health")).toEqual({ kind: "health" });
     expect(resolveRoute("GET", "/flotilla/v1/services")).toEqual({ kind: "listServices" });
+    expect(resolveRoute("GET", "/flotilla/v1/quarantine")).toEqual({ kind: "quarantine" });
+    expect(() => resolveRoute("POST", "/flotilla/v1/quarantine")).toThrow(/only GET/);
     expect(refused("PUT", "/flotilla/v1/services").status).toBe(405);
     expect(refused("GET", "/flotilla/v1/services/web").status).toBe(404);
     expect(resolveRoute("GET", "/flotilla/v1/units/a%40b.service/status")).toEqual({

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { ServiceCache } from "../../agent/discovery/cache.js";
 import type { ServiceRecord } from "../../agent/discovery/record.js";
 import { Keys } from "../../agent/registry/keys.js";
+import { Quarantine } from "../../agent/registry/quarantine.js";
 
 const keys = new Keys("/t/");
 const M1 = "11111111aaaaaaaaaaaaaaaaaaaaaaaa";
@@ -71,6 +72,28 @@ describe("ServiceCache", () => {
     ]);
     expect(rejected).toEqual([key, keys.service("web", M2, "x.service"), "/t/services/web"]);
     expect(cache.service("web")).toEqual([]);
+  });
+
+  it("quarantines a rejected value with its reason until a good value or a delete", () => {
+    const quarantine = new Quarantine();
+    const cache = new ServiceCache(keys, quarantine);
+    const key = keys.service("web", M1, "web@1.service");
+    const reasons = () => quarantine.list().map((q) => [q.key, q.family, q.reason, q.revision]);
+    cache.load([{ key, value: "null", revision: 4 }]);
+    expect(reasons()).toEqual([[key, "services", "want a JSON object, got null", 4]]);
+    cache.apply([{ type: "put", key, value: JSON.stringify({ ...web1, ip: 7 }), revision: 5 }]);
+    expect(reasons()).toEqual([[key, "services", "field ip: want a string, got number 7", 5]]);
+    cache.apply([{ type: "put", key, value: JSON.stringify(web2), revision: 6 }]);
+    expect(reasons()).toEqual([
+      [key, "services", "fields service, machineID and unit differ from the key's", 6],
+    ]);
+    cache.apply([put(web1)]);
+    expect(reasons()).toEqual([]);
+    cache.apply([
+      { type: "put", key, value: "\u0000\u0001", revision: 8 },
+      { type: "delete", key },
+    ]);
+    expect(reasons()).toEqual([]);
   });
 
   it("load replaces everything, so a reload after a compacted watch forgets deleted records", () => {

@@ -4,6 +4,7 @@ import {
   type Election,
   LeaderKeyState,
   type LeaderView,
+  leaderKeyProblem,
 } from "../../agent/cluster/leader.js";
 import { batches, Engine, type EngineRegistry } from "../../agent/engine/engine.js";
 import type { EngineAction } from "../../agent/engine/scheduler.js";
@@ -62,7 +63,6 @@ class FakeEtcd implements EngineRegistry {
       failures: new Map(this.failures),
       machines: this.machines.map((m) => ({ ...m })),
       states: [],
-      corrupt: [],
     };
   }
 
@@ -160,6 +160,17 @@ function setup(over: { leader?: string; view?: LeaderView; youngCampaignDelayMs?
 const names = (n: number) => Array.from({ length: n }, (_, i) => `u${String(i).padStart(4, "0")}.service`);
 
 describe("engine: election", () => {
+  it("calls a leader key bad when it names no machine or is bound to no lease", () => {
+    const id = "0123456789abcdef0123456789abcdef";
+    expect(leaderKeyProblem({ value: Buffer.from(id), lease: "7" })).toBeUndefined();
+    expect(leaderKeyProblem({ value: Buffer.from("null"), lease: "7" })).toBe(
+      'want a machine ID (32 lowercase hex characters), got "null"',
+    );
+    expect(leaderKeyProblem({ value: Buffer.from(id), lease: "0" })).toBe(
+      "bound to no lease, so it would never expire",
+    );
+  });
+
   it("a young agent lets a vacant key be for a moment before it campaigns; an older one campaigns at once", async () => {
     const { etcd, election, engine } = setup({ youngCampaignDelayMs: 1500 });
     await engine.pass(NOW);

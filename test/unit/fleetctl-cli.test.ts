@@ -14,6 +14,7 @@ import type {
   WireUpdates,
 } from "../../agent/api/schema.js";
 import type { DesiredState } from "../../agent/model.js";
+import type { QuarantinedValue } from "../../agent/registry/quarantine.js";
 import type { GroupConfigChange } from "../../agent/update/records.js";
 import { runCli, runFleetctl } from "../../fleetctl/cli.js";
 import type { ClientOptions, FleetApi, JournalOptions } from "../../fleetctl/client.js";
@@ -49,6 +50,7 @@ class FakeCluster implements FleetApi {
   failServices: string | undefined;
   updateData: WireUpdates = { machines: [], groups: [], bad: [] };
   failUpdates: string | undefined;
+  quarantined: QuarantinedValue[] | undefined = [];
 
   add(
     name: string,
@@ -162,6 +164,9 @@ class FakeCluster implements FleetApi {
   async clearBadVersion(version: string): Promise<boolean> {
     this.calls.push(`clear-bad ${version}`);
     return this.updateData.bad.some((b) => b.version === version);
+  }
+  async quarantine(): Promise<QuarantinedValue[] | undefined> {
+    return this.quarantined;
   }
   close(): void {}
 
@@ -640,6 +645,39 @@ describe("listing and inspection", () => {
     expect((await run(["list-unit-files", "--no-legend", "--fields=unit,hash,dstate,state"])).stdout).toBe(
       "a.service\t2d432f4\tinactive\tinactive\nhello.service\t3750b3e\tlaunched\tlaunched\n",
     );
+  });
+
+  it("names quarantined values of its families on stderr, leaving stdout and the exit code as fleet's", async () => {
+    cluster.add("a.service", SLEEP);
+    const bad = (key: string, family: QuarantinedValue["family"], reason: string): QuarantinedValue => ({
+      key,
+      family,
+      reason,
+      revision: 9,
+      since: "2026-12-04T22:00:00.000Z",
+    });
+    cluster.quarantined = [
+      bad("/flotilla/machines/m9", "machines", "want a JSON object, got null"),
+      bad("/flotilla/schedule/a.service", "schedule", "field machineID: want a string, got number 5"),
+      bad("/flotilla/units/b.service", "units", 'not JSON: "\\u0000x" (2 characters)'),
+    ];
+    expect(await run(["list-unit-files", "--no-legend", "--fields=unit,dstate"])).toMatchObject({
+      code: 0,
+      stdout: "a.service\tinactive\n",
+      stderr:
+        "WARNING: 2 registry value(s) failed their checks and are skipped until fixed or deleted:\n" +
+        "  /flotilla/schedule/a.service: field machineID: want a string, got number 5\n" +
+        '  /flotilla/units/b.service: not JSON: "\\u0000x" (2 characters)\n',
+    });
+    const machines = await run(["list-machines", "--no-legend"]);
+    expect(machines.code).toBe(0);
+    expect(machines.stderr).toContain("  /flotilla/machines/m9: want a JSON object, got null\n");
+    cluster.quarantined = undefined; // a server without the list
+    expect(await run(["list-unit-files", "--no-legend", "--fields=unit"])).toMatchObject({
+      code: 0,
+      stdout: "a.service\n",
+      stderr: "",
+    });
   });
 
   it("explains list-machines failures like fleet", async () => {

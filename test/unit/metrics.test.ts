@@ -46,7 +46,6 @@ function snapshot(): ClusterSnapshot {
       { id: OTHER, publicIP: "10.0.0.2", metadata: {}, version: "0" },
     ],
     states: [state("web.service", ME, "active", true), state("old.service", OTHER, "inactive", false)],
-    corrupt: [],
   } as ClusterSnapshot;
 }
 
@@ -70,6 +69,7 @@ describe("agent metrics", () => {
       machineID: ME,
       currentLeader: async () => leader,
       updates: { overview: async () => overview },
+      quarantine: () => [{ family: "units" }, { family: "units" }, { family: "engine" }],
     });
     const text = await metrics.scrape();
     expect(metrics.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
@@ -86,6 +86,8 @@ describe("agent metrics", () => {
     expect(sample(text, 'flotilla_update_state{state="downloading"}')).toBe(1);
     expect(sample(text, 'flotilla_reboot_lock_holders{group="default"}')).toBe(1);
     expect(sample(text, "flotilla_scrape_registry_up")).toBe(1);
+    expect(sample(text, 'flotilla_registry_quarantined{family="units"}')).toBe(2);
+    expect(sample(text, 'flotilla_registry_quarantined{family="engine"}')).toBe(1);
     expect(text).toContain("process_cpu_user_seconds_total");
 
     leader = OTHER;

@@ -43,7 +43,6 @@ class FakeCluster {
         failures: new Map(),
         machines: [this.machine],
         states: [],
-        corrupt: [],
       };
     },
     deleteState: async (name: string, machineID: string) => {

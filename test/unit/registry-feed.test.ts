@@ -167,7 +167,7 @@ describe("the registry feed", () => {
     const { view, feed } = start(etcd, 10);
     await feed.ready();
     expect(view.snapshot().units).toHaveLength(25);
-    expect(view.snapshot().corrupt).toEqual([]);
+    expect(view.quarantine.list()).toEqual([]);
     const unitPages = etcd.ranges.filter((r) => r.start.startsWith(keys.units()));
     expect(unitPages.map((r) => r.limit)).toEqual([10, 10, 10]);
     // Every page after the first is read at the first page's revision.

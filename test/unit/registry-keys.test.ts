@@ -40,6 +40,6 @@ describe("etcd key layout", () => {
     expect(snap.units.map((u) => u.name)).toEqual(["a.service", "b.service"]);
     expect(snap.machines[0]?.metadata).toEqual({ region: "us", disk: "ssd" });
     expect(snap.schedule.get("a.service")?.machineID).toBe("m2");
-    expect(snap.corrupt).toEqual(["/t/schedule/broken.service"]);
+    expect(view.quarantine.list().map((q) => q.key)).toEqual(["/t/schedule/broken.service"]);
   });
 });

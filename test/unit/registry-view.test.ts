@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
+import type { Logger } from "../../agent/log.js";
 import { Keys } from "../../agent/registry/keys.js";
+import { Quarantine } from "../../agent/registry/quarantine.js";
 import { ClusterView } from "../../agent/registry/view.js";
 import { route } from "../../agent/routing.js";
 
@@ -53,26 +55,95 @@ describe("the cluster view", () => {
     expect(second.units).toHaveLength(2);
   });
 
-  it("reports values of the wrong shape as corrupt and drops what the key held", () => {
+  it("quarantines values of the wrong shape with a reason and drops what the key held", () => {
     const view = new ClusterView(keys);
     view.load(
       [
         { key: keys.unit("a.service"), value: unit("a.service") },
-        { key: keys.unit("b.service"), value: unit("not-b.service") },
+        { key: keys.unit("b.service"), value: unit("not-b.service"), revision: 7 },
         { key: keys.state("a.service", "m1"), value: state("a.service", "m2") },
         { key: keys.schedule("a.service"), value: '{"machineID": 5}' },
       ],
       1,
     );
-    expect(view.snapshot().corrupt).toEqual([
-      keys.schedule("a.service"),
-      keys.state("a.service", "m1"),
-      keys.unit("b.service"),
+    expect(
+      view.quarantine.list().map(({ key, family, reason, revision }) => ({ key, family, reason, revision })),
+    ).toEqual([
+      {
+        key: keys.schedule("a.service"),
+        family: "schedule",
+        reason: "field machineID: want a string, got number 5",
+        revision: 0,
+      },
+      {
+        key: keys.state("a.service", "m1"),
+        family: "states",
+        reason: "fields name and machineID differ from the key's",
+        revision: 0,
+      },
+      {
+        key: keys.unit("b.service"),
+        family: "units",
+        reason: 'field name: "not-b.service" differs from the key\'s',
+        revision: 7,
+      },
     ]);
+    expect(view.snapshot().units.map((u) => u.name)).toEqual(["a.service"]);
     view.apply([{ type: "put", key: keys.unit("a.service"), value: "{oops", revision: 2 }]);
     expect(view.unit("a.service")).toBeUndefined();
+    expect(view.quarantine.list().find((q) => q.key === keys.unit("a.service"))?.reason).toBe(
+      'not JSON: "{oops" (5 characters)',
+    );
     view.apply([{ type: "delete", key: keys.unit("b.service"), revision: 3 }]);
-    expect(view.snapshot().corrupt).not.toContain(keys.unit("b.service"));
+    expect(view.quarantine.list().map((q) => q.key)).not.toContain(keys.unit("b.service"));
+    view.apply([{ type: "put", key: keys.unit("a.service"), value: unit("a.service"), revision: 4 }]);
+    expect(view.unit("a.service")?.name).toBe("a.service");
+    expect(view.quarantine.list().map((q) => q.key)).not.toContain(keys.unit("a.service"));
+  });
+
+  it("says what is wrong for null, wrong types and garbage in each family", () => {
+    const view = new ClusterView(keys);
+    const put = (key: string, value: string) => {
+      view.apply([{ type: "put", key, value, revision: view.revision + 1 }]);
+      return view.quarantine.list().find((q) => q.key === key)?.reason;
+    };
+    expect(put(keys.unit("n.service"), "null")).toBe("want a JSON object, got null");
+    expect(
+      put(keys.unit("s.service"), JSON.stringify({ ...JSON.parse(unit("s.service")), desiredState: 7 })),
+    ).toBe("field desiredState: want a string, got number 7");
+    expect(
+      put(keys.unit("d.service"), JSON.stringify({ ...JSON.parse(unit("d.service")), desiredState: "up" })),
+    ).toBe('field desiredState: want one of inactive, loaded, launched, got string "up"');
+    expect(put(keys.schedule("x.service"), "[1]")).toBe("want a JSON object, got an array");
+    expect(put(keys.pending("x.service"), '{"reason":"r","at":"now"}')).toBe(
+      'field at: want a number, got string "now"',
+    );
+    expect(put(keys.failures("x.service"), '{"hash":"h","moves":[{"from":1,"at":2}]}')).toBe(
+      "field moves[0].from: want a string, got number 1",
+    );
+    expect(put(keys.machine("m9"), '{"id":"m9","publicIP":"1.2.3.4","metadata":{"a":1}}')).toBe(
+      "field metadata.a: want a string, got number 1",
+    );
+    expect(put(keys.metadata("m9", "disk"), "\uFFFD\uFFFDz")).toBe(
+      "metadata value: not UTF-8 text (control characters or invalid bytes)",
+    );
+    expect(put(keys.state("x.service", "m9"), "\u0000\u0001garbage")).toMatch(/^not JSON: /);
+    expect(view.snapshot().units).toEqual([]);
+  });
+
+  it("logs a quarantined value once per key and revision, and forgets keys a relist no longer finds bad", () => {
+    const logged: string[] = [];
+    const log = { error: (o: { key: string }) => logged.push(o.key), info: () => {} } as unknown as Logger;
+    const view = new ClusterView(keys, new Quarantine(log));
+    const bad = { key: keys.unit("a.service"), value: "null", revision: 5 };
+    view.load([bad], 5);
+    view.load([bad], 6);
+    view.apply([{ type: "put", ...bad }]);
+    expect(logged).toEqual([keys.unit("a.service")]);
+    view.apply([{ type: "put", ...bad, revision: 7 }]);
+    expect(logged).toHaveLength(2);
+    view.load([], 8);
+    expect(view.quarantine.size).toBe(0);
   });
 
   it("merges dynamic metadata over a machine's own", () => {

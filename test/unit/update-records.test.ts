@@ -6,6 +6,7 @@ import {
   holderProblem,
   parseGroupConfig,
   parseGroupConfigChange,
+  updateRecordProblem,
 } from "../../agent/update/records.js";
 import { formatTime, formatUpdateState, formatWindow } from "../../fleetctl/format.js";
 
@@ -69,6 +70,33 @@ describe("group config", () => {
     expect(holderProblem("a/b")).toMatch(/"\/"/);
     expect(holderProblem("a\nb")).toMatch(/control/);
     expect(holderProblem("x".repeat(257))).toMatch(/at most 256/);
+  });
+});
+
+describe("update records under quarantine", () => {
+  const status = {
+    machineId: "m1",
+    version: "1.2.3",
+    slot: "A",
+    state: "idle",
+    updatedAt: "2026-12-04T22:00:00Z",
+  };
+  it("names what is wrong with each kind of record, and passes good ones", () => {
+    expect(updateRecordProblem("status/m1", JSON.stringify(status))).toBeUndefined();
+    expect(updateRecordProblem("status/m1", "null")).toBe("want a JSON object, got null");
+    expect(updateRecordProblem("status/m1", JSON.stringify({ ...status, state: 3 }))).toBe(
+      "field state: want a string, got number 3",
+    );
+    expect(updateRecordProblem("status/m2", JSON.stringify(status))).toBe(
+      "field machineId differs from the key's",
+    );
+    expect(updateRecordProblem("bad/1.2.3", "\u0001garbage")).toMatch(/^not JSON: /);
+    expect(updateRecordProblem("groups/default/config", '{"maxHolders":"two"}')).toMatch(/^maxHolders/);
+    expect(updateRecordProblem("groups/default/holders/h1", '{"since":5}')).toBe(
+      "field since: want a string, got number 5",
+    );
+    expect(updateRecordProblem("groups/default/seq", "anything")).toBeUndefined();
+    expect(updateRecordProblem("check/all", '{"nonce":"n","at":"t"}')).toBeUndefined();
   });
 });
 
