@@ -18,15 +18,14 @@ const DROP_IN_DIR = "/run/systemd/system/flotilla-agent.service.d";
 async function putUnits(api: string, names: string[]): Promise<void> {
   await Promise.all(
     names.map(async (name) => {
-      const res = await fetch(`${api}/fleet/v1/units/${encodeURIComponent(name)}`, {
-        method: "PUT",
+      const res = await httpRequest("PUT", api, `/fleet/v1/units/${encodeURIComponent(name)}`, {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({
           desiredState: "launched",
           options: [{ section: "Service", name: "ExecStart", value: "/bin/sleep infinity" }],
         }),
       });
-      if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${await res.text()}`);
+      if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${res.text}`);
     }),
   );
 }
