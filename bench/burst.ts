@@ -4,10 +4,8 @@
 // issued by the agents (their own log lines), and systemd's "Started" (the machines' journals).
 // Prints figures only; asserts nothing.
 //   npx tsx bench/burst.ts [--burst=100] [--rounds=3] [--dist=DIR] [--log-level=debug] [--dump=MACHINE]
-//     [--fresh-connections]
 
 import { execFile } from "node:child_process";
-import https from "node:https";
 import { promisify } from "node:util";
 import { MachineBus } from "../test/harness/dbus.js";
 import { Cluster, type Machine } from "../test/harness/index.js";
@@ -16,13 +14,6 @@ import { EtcdView, httpRequest, waitFor } from "../test/integration/support.js";
 const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const burst = Number(arg("burst") ?? 100);
 const rounds = Number(arg("rounds") ?? 3);
-/**
- * The submitting client's connections: kept alive and at most 8 at once, as a client sending many
- * requests would hold them (fleetctl's limit), rather than a TLS handshake per request.
- */
-const client = new https.Agent({ keepAlive: true, maxSockets: 8 });
-/** --fresh-connections: a TLS handshake per request instead, to compare. */
-const fresh = process.argv.includes("--fresh-connections");
 const distDir = arg("dist");
 const logLevel = arg("log-level");
 const dump = arg("dump");
@@ -30,7 +21,6 @@ const run = promisify(execFile);
 
 async function unitCall(api: string, method: "PUT" | "DELETE", name: string): Promise<void> {
   const res = await httpRequest(method, api, `/fleet/v1/units/${encodeURIComponent(name)}`, {
-    ...(fresh ? {} : { agent: client }),
     headers: { "content-type": "application/json" },
     ...(method === "PUT"
       ? {
@@ -152,7 +142,6 @@ try {
   }
 } finally {
   for (const b of buses) b.close();
-  client.destroy();
   etcd.close();
   await cluster.teardown();
 }

@@ -5,7 +5,6 @@
 //   npx tsx bench/cluster.ts [--units=100] [--burst=100] [--carry=200] [--dist=DIR]
 // --dist runs another build of the agent (a directory holding agent.js), e.g. to compare with main.
 
-import https from "node:https";
 import { MachineBus } from "../test/harness/dbus.js";
 import { Cluster, type Machine } from "../test/harness/index.js";
 import { EtcdView, httpRequest, waitFor } from "../test/integration/support.js";
@@ -13,11 +12,6 @@ import { EtcdView, httpRequest, waitFor } from "../test/integration/support.js";
 const count = Number(process.argv.find((a) => a.startsWith("--units="))?.split("=")[1] ?? 100);
 const burst = Number(process.argv.find((a) => a.startsWith("--burst="))?.split("=")[1] ?? 100);
 const carry = Number(process.argv.find((a) => a.startsWith("--carry="))?.split("=")[1] ?? 200);
-/**
- * The submitting client's connections: kept alive and at most 8 at once, as a client sending many
- * requests would hold them (fleetctl's limit), rather than a TLS handshake per request.
- */
-const client = new https.Agent({ keepAlive: true, maxSockets: 8 });
 const distDir = process.argv.find((a) => a.startsWith("--dist="))?.slice("--dist=".length);
 
 function percentile(sorted: number[], p: number): number {
@@ -26,7 +20,6 @@ function percentile(sorted: number[], p: number): number {
 
 async function putUnit(api: string, name: string): Promise<void> {
   const res = await httpRequest("PUT", api, `/fleet/v1/units/${encodeURIComponent(name)}`, {
-    agent: client,
     headers: { "content-type": "application/json" },
     body: JSON.stringify({
       desiredState: "launched",
@@ -37,9 +30,7 @@ async function putUnit(api: string, name: string): Promise<void> {
 }
 
 async function deleteUnit(api: string, name: string): Promise<void> {
-  const res = await httpRequest("DELETE", api, `/fleet/v1/units/${encodeURIComponent(name)}`, {
-    agent: client,
-  });
+  const res = await httpRequest("DELETE", api, `/fleet/v1/units/${encodeURIComponent(name)}`);
   if (res.status !== 204) throw new Error(`DELETE ${name}: ${res.status} ${res.text}`);
 }
 
@@ -176,7 +167,6 @@ try {
       `first active elsewhere ${(first / 1000).toFixed(1)} s, all ${carried} after ${(done / 1000).toFixed(1)} s`,
   );
 } finally {
-  client.destroy();
   etcd.close();
   await cluster.teardown();
 }

@@ -212,8 +212,6 @@ export function httpRequest(
     headers?: Record<string, string>;
     socketPath?: string;
     tls?: TlsFiles | null;
-    /** Connections to reuse (e.g. a keep-alive agent, as a client sending many requests would). */
-    agent?: http.Agent;
   } = {},
 ): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
@@ -225,7 +223,7 @@ export function httpRequest(
     const req = (secure ? https : http).request({
       method,
       path: target,
-      agent: opts.agent ?? false,
+      agent: false,
       headers: opts.headers,
       ...tls,
       ...(opts.socketPath ? { socketPath: opts.socketPath } : { host: url.hostname, port: url.port }),
