@@ -10,6 +10,14 @@ import type { Reconciler } from "./reconcile/reconciler.js";
 import type { Wakes } from "./routing.js";
 import type { UnitManager } from "./systemd/port.js";
 
+/**
+ * How long a wake waits for more changes before the pass runs. A pass already running absorbs
+ * every wake that arrives meanwhile (coalesced), so this only gathers the first changes of a burst
+ * (a Txn's events, an API client's concurrent PUTs) into one pass; it is on the path of every
+ * change, twice (engine, then the machine), so it is short.
+ */
+export const WAKE_DELAY_MS = 10;
+
 export interface Loops {
   /** Wakes the loops a batch of registry changes concerns (routing.ts). */
   wake(w: Wakes): void;
@@ -39,8 +47,8 @@ export function startLoops(
       }, ms);
     };
   };
-  const soonEngine = debounce(runEngine, 50);
-  const soonAgent = debounce(() => void reconciler.trigger("registry changed"), 50);
+  const soonEngine = debounce(runEngine, WAKE_DELAY_MS);
+  const soonAgent = debounce(() => void reconciler.trigger("registry changed"), WAKE_DELAY_MS);
   const soonPublish = debounce(() => void reconciler.publishStates(), 100);
 
   timers.push(setInterval(runEngine, cfg.engineIntervalMs));

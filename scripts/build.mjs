@@ -30,6 +30,11 @@ await build({
   target: "node20",
   format: "esm",
   sourcemap: "linked",
+  // V8 keeps a script's whole source in the heap for as long as it runs (lazy compilation reads
+  // it): whitespace and syntax minified, the agent's source is 1.4 MB instead of 2.3 MB. Names
+  // are kept, so stack traces and logged errors still read as the code.
+  minifyWhitespace: true,
+  minifySyntax: true,
   logLevel: "warning",
   // dbus-next's X11 session-bus discovery and its optional native unix-fd socket are never used.
   external: ["x11", "usocket"],

@@ -39,18 +39,24 @@ export function hostUnitCheck(
     ownDir ??= realpath(agentUnitDir).catch(() => agentUnitDir);
     const own = await ownDir;
     const template = templateOf(name);
-    for (const dir of dirs) {
-      for (const candidate of template === undefined ? [name] : [name, template]) {
-        const path = join(dir, candidate);
-        const exists = await lstat(path).then(
+    const paths = dirs.flatMap((dir) =>
+      (template === undefined ? [name] : [name, template]).map((candidate) => join(dir, candidate)),
+    );
+    // All looked up at once (one wait instead of one per path: this is on every unit PUT), then
+    // taken in the search path's order.
+    const exists = await Promise.all(
+      paths.map((path) =>
+        lstat(path).then(
           () => true,
           () => false,
-        );
-        if (!exists) continue;
-        // A link left dangling by a removed cluster unit still points into the agent's directory.
-        const target = await realpath(path).catch(() => readlink(path).catch(() => path));
-        if (![own, agentUnitDir].some((dir) => target.startsWith(`${dir}/`))) return path;
-      }
+        ),
+      ),
+    );
+    for (const [i, path] of paths.entries()) {
+      if (!exists[i]) continue;
+      // A link left dangling by a removed cluster unit still points into the agent's directory.
+      const target = await realpath(path).catch(() => readlink(path).catch(() => path));
+      if (![own, agentUnitDir].some((dir) => target.startsWith(`${dir}/`))) return path;
     }
     return undefined;
   };

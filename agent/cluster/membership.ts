@@ -14,6 +14,9 @@ import type { Machine } from "../model.js";
 import type { Keys } from "../registry/keys.js";
 import { decideJoin, type ExistingMember } from "./identity.js";
 
+/** Puts in one transaction: within etcd's default --max-txn-ops (128). */
+export const PUT_LEASED_TXN_MAX = 100;
+
 export interface MembershipEvents {
   rejoined: [];
   /** Rejoining found the machine ID held by another live machine. */
@@ -72,9 +75,23 @@ export class Membership extends EventEmitter<MembershipEvents> {
     await this.watchOwnKey();
   }
 
-  /** Puts a value under this machine's lease; throws while not a member. */
-  async putLeased(key: string, value: string): Promise<void> {
-    await this.leased().put(key).value(value).exec();
+  /**
+   * Puts values under this machine's lease, up to PUT_LEASED_TXN_MAX to a transaction (one etcd
+   * request and one watch event per agent, however many units changed at once). Throws while not
+   * a member, or when the machine key is no longer under this lease (a rejoin is under way).
+   */
+  async putLeased(entries: readonly (readonly [key: string, value: string])[]): Promise<void> {
+    if (entries.length === 0) return;
+    const lease = this.leased();
+    const id = await lease.grant();
+    for (let i = 0; i < entries.length; i += PUT_LEASED_TXN_MAX) {
+      const puts = entries.slice(i, i + PUT_LEASED_TXN_MAX).map(([k, v]) => lease.put(k).value(v));
+      const txn = await this.client
+        .if(this.keys.machine(this.machine.id), "Lease", "==", id)
+        .then(...puts)
+        .commit();
+      if (!txn.succeeded) throw new Error("this machine's key is not under its lease; rejoining");
+    }
   }
 
   /** This machine's lease (for leader-key transactions). */

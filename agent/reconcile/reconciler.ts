@@ -359,15 +359,13 @@ export class Reconciler {
           reason,
         });
       }
-      // Side by side: after a batch, dozens of states change at once.
       const changed = [...current].filter(
         ([name, state]) => this.published.get(name) !== JSON.stringify(state),
       );
-      await forEachBounded(changed, JOB_CONCURRENCY, async ([name, state]) => {
-        const json = JSON.stringify(state);
-        await this.membership.putLeased(this.keys.state(name, me), json);
-        this.published.set(name, json);
-      });
+      // One transaction for all of them: after a batch, dozens of states change at once.
+      const json = changed.map(([name, state]) => [name, JSON.stringify(state)] as const);
+      await this.membership.putLeased(json.map(([name, value]) => [this.keys.state(name, me), value]));
+      for (const [name, value] of json) this.published.set(name, value);
       const gone = [...this.published.keys()].filter((name) => !current.has(name));
       await forEachBounded(gone, JOB_CONCURRENCY, async (name) => {
         await this.registry.deleteState(name, me);
@@ -391,9 +389,9 @@ export class Reconciler {
     const wanted = new Map(
       plan.records.map((r) => [this.keys.service(r.service, me.id, r.unit), encodeServiceRecord(r)]),
     );
-    for (const [key, value] of wanted) {
-      if (this.services.get(key) === value) continue;
-      await this.membership.putLeased(key, value);
+    const changed = [...wanted].filter(([key, value]) => this.services.get(key) !== value);
+    await this.membership.putLeased(changed);
+    for (const [key, value] of changed) {
       this.services.set(key, value);
       this.log.info({ key }, "service record published");
     }

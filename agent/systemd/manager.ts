@@ -162,7 +162,8 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
 /**
  * The unit files of these names (or of their templates, for instances) in systemd's unit search
  * path, by name, except the agent's own links into `unitDir`: the machine's own units. File
- * lookups only, so no work for PID 1 whatever the batch size.
+ * lookups only, so no work for PID 1 whatever the batch size: each directory is listed once and
+ * only the names it holds are looked at, instead of one lookup per name and directory.
  */
 export async function findHostUnitFiles(
   names: readonly string[],
@@ -170,11 +171,14 @@ export async function findHostUnitFiles(
   unitDir: string,
 ): Promise<Map<string, string>> {
   const out = new Map<string, string>();
+  if (names.length === 0) return out;
   const ours = resolve(unitDir);
+  const listings = await Promise.all(unitPath.map(listDir));
   for (const name of names) {
     const template = templateOf(name);
-    search: for (const dir of unitPath) {
+    search: for (const [i, dir] of unitPath.entries()) {
       for (const file of template ? [name, template] : [name]) {
+        if (!listings[i]?.has(file)) continue;
         const path = join(dir, file);
         let target: string | undefined;
         try {
@@ -192,6 +196,17 @@ export async function findHostUnitFiles(
     }
   }
   return out;
+}
+
+/** The names in a directory; none if it does not exist (most of systemd's search path does not). */
+async function listDir(dir: string): Promise<Set<string>> {
+  try {
+    return new Set(await readdir(dir));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return new Set();
+    throw err;
+  }
 }
 
 /** Rows of ListUnitsBy* (name, description, load, active, sub, …) by unit name. */

@@ -53,8 +53,9 @@ class FakeCluster {
 
   readonly membership = {
     current: this.machine,
-    putLeased: async (key: string, value: string) => {
-      if (key.startsWith(`${keys.prefix}states/`)) this.states.set(key, JSON.parse(value) as UnitState);
+    putLeased: async (entries: readonly (readonly [string, string])[]) => {
+      for (const [key, value] of entries)
+        if (key.startsWith(`${keys.prefix}states/`)) this.states.set(key, JSON.parse(value) as UnitState);
     },
   };
 
