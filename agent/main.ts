@@ -121,9 +121,10 @@ async function main(args: string[]): Promise<void> {
     systemd,
     log.child({ part: "fence" }),
   );
-  membership.on("renewed", (sentAt) => {
+  membership.on("renewed", (sentAt, revision) => {
     // The fenced units start again at once if they are still placed here.
-    if (fencing.renewed(sentAt)) void reconciler.trigger("lease confirmed again after the fence deadline");
+    if (fencing.renewed(sentAt, revision))
+      void reconciler.trigger("lease confirmed again after the fence deadline");
   });
   membership.on("leaseLost", () => fencing.lost());
   await writeInsecureRegistries(cfg.insecureRegistries, log);

@@ -91,11 +91,12 @@ export class Fencing {
   async ensureGuard(): Promise<boolean> {
     const hash = createHash("sha256").update(GUARD_SCRIPT).digest("hex").slice(0, 12);
     try {
+      // A file, not `bash -c`: systemd would expand the script's $variables in an ExecStart argument.
+      const script = join(this.dir, "guard.sh");
+      this.atomicWrite("guard.sh", GUARD_SCRIPT);
       await this.services.ensureService(GUARD_UNIT, `Flotilla fence guard (script ${hash})`, [
         "/bin/bash",
-        "-c",
-        GUARD_SCRIPT,
-        "flotilla-fence-guard",
+        script,
         this.dir,
       ]);
       if (!this.guardReady) this.log.info({ unit: GUARD_UNIT }, "fence guard running");
@@ -114,13 +115,13 @@ export class Fencing {
    * etcd confirmed the lease with a keep-alive (or grant) sent at `sentAtMs` (boot clock). Returns
    * true when this lifts a fence: the deadline had passed and is now ahead again.
    */
-  renewed(sentAtMs: number): boolean {
+  renewed(sentAtMs: number, revision: number): boolean {
     const now = this.clock();
     const before = this.state.deadline;
-    const fenced = before !== undefined && !this.state.mayStart(now);
-    this.state.renewed(sentAtMs, now);
+    const fenced = before !== undefined && now >= before;
+    this.state.renewed(sentAtMs, now, revision);
     if (this.state.deadline !== before) this.writeDeadline();
-    return fenced && this.state.mayStart(now);
+    return fenced && this.state.deadline !== undefined && now < this.state.deadline;
   }
 
   /** etcd said the lease is gone: the guard fences within half a second. */
@@ -135,9 +136,9 @@ export class Fencing {
     return this.state.observe(this.clock());
   }
 
-  /** Whether SingleInstance units may be started: guard running, lease confirmed and unexpired. */
-  mayStart(): boolean {
-    return this.guardReady && this.state.mayStart(this.clock());
+  /** Whether SingleInstance units may be started by a pass over the view at `viewRevision` (fence.ts). */
+  mayStart(viewRevision: number): boolean {
+    return this.guardReady && this.state.mayStart(this.clock(), viewRevision);
   }
 
   /** The units the guard kills at the deadline; written before any of them is started. */

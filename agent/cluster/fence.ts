@@ -27,6 +27,8 @@ export class FenceDeadline {
   private deadlineMs: number | undefined;
   private lapsedAt: number | undefined;
   private lapseCount = 0;
+  /** etcd's revision when the lease was last confirmed after a lapse (or first): see mayStart. */
+  private armedAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly timing: FenceTiming) {}
 
@@ -36,11 +38,12 @@ export class FenceDeadline {
   }
 
   /**
-   * etcd answered a keep-alive (or a grant) sent at `sentAtMs`. Answers may come back out of
-   * order, so the deadline only moves forward.
+   * etcd answered, at `revision`, a keep-alive (or a grant) sent at `sentAtMs`. Answers may come
+   * back out of order, so the deadline only moves forward.
    */
-  renewed(sentAtMs: number, nowMs: number): void {
+  renewed(sentAtMs: number, nowMs: number, revision: number): void {
     this.observe(nowMs);
+    if (this.deadlineMs === undefined || nowMs >= this.deadlineMs) this.armedAt = revision;
     const next = sentAtMs + this.timing.ttlMs - this.timing.marginMs;
     if (this.deadlineMs === undefined || next > this.deadlineMs) this.deadlineMs = next;
   }
@@ -60,9 +63,14 @@ export class FenceDeadline {
     return this.lapseCount;
   }
 
-  /** Whether a SingleInstance unit may be started now: only under a confirmed, unexpired lease. */
-  mayStart(nowMs: number): boolean {
-    return this.deadlineMs !== undefined && nowMs < this.deadlineMs;
+  /**
+   * Whether a SingleInstance unit may be started now, by a pass that read the registry at
+   * `viewRevision`: only under a confirmed, unexpired lease, and from a view at least as recent as
+   * the confirmation that lifted the fence. A view that is behind (its watch still catching up
+   * after a cut-off) may not yet show that the engine moved the unit away meanwhile.
+   */
+  mayStart(nowMs: number, viewRevision: number): boolean {
+    return this.deadlineMs !== undefined && nowMs < this.deadlineMs && viewRevision >= this.armedAt;
   }
 }
 

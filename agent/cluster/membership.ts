@@ -17,8 +17,8 @@ import { decideJoin, type ExistingMember } from "./identity.js";
 
 export interface MembershipEvents {
   rejoined: [];
-  /** etcd answered a grant or keep-alive of the current lease sent at `sentAtMs` (boot clock). */
-  renewed: [sentAtMs: number];
+  /** etcd answered, at `revision`, a grant or keep-alive of the current lease sent at `sentAtMs` (boot clock). */
+  renewed: [sentAtMs: number, revision: number];
   /** etcd said the current lease is gone (expired or revoked). */
   leaseLost: [];
   /** Rejoining found the machine ID held by another live machine. */
@@ -114,6 +114,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
     const sentAt = bootClockMs();
     const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: false });
     lease.on("lost", (err) => this.onLost(lease, err));
+    let joinedAt: number;
     try {
       await lease.grant();
       const res = await this.client
@@ -133,13 +134,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
           modRevision: String(kv.mod_revision),
         };
       }
+      joinedAt = Number(res.header.revision);
     } catch (err) {
       lease.release();
       throw err;
     }
     this.lease = lease;
     this.keepAlive(lease);
-    this.emit("renewed", sentAt);
+    this.emit("renewed", sentAt, joinedAt);
     // Taking over from an earlier run moves the machine key to the new lease, so the machine never
     // disappears; that run's lease keeps what it alone wrote (its engine leadership, states not
     // yet written again) until it expires, as fleet's restarted agents did.
@@ -161,8 +163,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
       if (this.lease !== lease) return;
       const sentAt = bootClockMs();
       lease.keepaliveOnce({ deadline: Date.now() + ttlMs }).then(
-        () => {
-          if (this.lease === lease) this.emit("renewed", sentAt);
+        (res) => {
+          if (this.lease === lease) this.emit("renewed", sentAt, Number(res.header.revision));
         },
         (err: unknown) => this.log.debug({ err: String(err) }, "lease keep-alive failed"),
       );

@@ -69,6 +69,8 @@ export class Reconciler {
   private lastTrigger = "";
   /** The fence lapses already accounted for (see pass). */
   private lapsesSeen = 0;
+  /** The registry revision the current pass read. */
+  private viewRevision = 0;
   private readonly passes = coalesced(() => timePass("reconcile", this.pass(this.lastTrigger)));
   /** Publishing runs one at a time, so an older read of systemd never overwrites a newer one. */
   readonly publishStates = coalesced(() => this.publishOnce());
@@ -124,6 +126,7 @@ export class Reconciler {
     }
     if (snap.corrupt.length > 0)
       this.log.warn({ keys: snap.corrupt }, "ignoring unparseable registry values");
+    this.viewRevision = snap.revision;
     const desired = this.desiredUnits(snap);
     this.forgetFenced(desired.map((d) => d.record));
     const current: CurrentUnit[] = [];
@@ -186,7 +189,7 @@ export class Reconciler {
       return starts.filter((t) => !single.includes(t));
     }
     if (single.length === 0) return starts;
-    if ((await fence.ensureGuard()) && fence.mayStart()) return starts;
+    if ((await fence.ensureGuard()) && fence.mayStart(this.viewRevision)) return starts;
     this.log.warn(
       { units: single.map((t) => t.unit) },
       "not starting SingleInstance units: this machine's lease is not confirmed (fenced)",

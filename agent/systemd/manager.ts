@@ -167,6 +167,8 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
         ["ExecStart", new dbus.Variant("a(sasb)", [[argv[0], argv, false]])],
         ["Restart", new dbus.Variant("s", "always")],
         ["RestartUSec", new dbus.Variant("t", 200_000)],
+        // Never give up restarting it, as flotilla-agent.service.
+        ["StartLimitIntervalUSec", new dbus.Variant("t", 0)],
         ["CollectMode", new dbus.Variant("s", "inactive-or-failed")],
       ],
       [],
