@@ -2,7 +2,8 @@
 // and the list of SingleInstance units under /run/flotilla/fence, and keeps the guard running. The
 // guard is a tiny bash loop in a transient systemd service of its own, outside the agent's cgroup,
 // so it enforces the deadline when the agent is dead, restarting or frozen: at the deadline it
-// kills the listed units (SIGKILL, then stop) unless the agent has written a later deadline.
+// queues a stop of the listed units, SIGKILLs them and waits for the stop, unless the agent has
+// written a later deadline.
 
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
@@ -84,7 +85,13 @@ export class Fencing {
     private readonly clock = bootClockMs,
   ) {
     this.state = new FenceDeadline(timing);
-    mkdirSync(dir, { recursive: true });
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (err) {
+      // Not fatal for the agent: without the directory the guard cannot start, so no
+      // SingleInstance unit is started here (ensureGuard says why).
+      log.error({ dir, err: String(err) }, "cannot create the fence directory");
+    }
   }
 
   /** Starts the guard if it is not running (a restarted agent finds its earlier run's guard). */
