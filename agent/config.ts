@@ -3,8 +3,10 @@
 
 import { readFileSync } from "node:fs";
 import { type ApiLimits, DEFAULT_API_LIMITS } from "./api/limits.js";
+import { fenceTimingProblem } from "./cluster/fence.js";
 import { validateRegistryLocation } from "./containers/registries.js";
 import { DEFAULT_DNS_TCP_IDLE_MS, DEFAULT_DNS_TCP_MAX_CONNECTIONS } from "./discovery/server.js";
+import { DEFAULT_SINGLE_INSTANCE_GRACE_MS } from "./engine/scheduler.js";
 import { MACHINE_ID } from "./model.js";
 import { parseVersion } from "./update/decide.js";
 import { channelOfURL } from "./update/manifest.js";
@@ -29,6 +31,10 @@ export interface AgentConfig {
   /** Failed-unit migration: how many moves before giving up, and the first backoff. */
   maxFailureMoves: number;
   failureBackoffMs: number;
+  /** Engine: how long a lost machine's SingleInstance units wait before they move (docs/units.md). */
+  singleInstanceGraceMs: number;
+  /** Machine: how long before its lease's earliest expiry it kills its SingleInstance units. */
+  fenceMarginMs: number;
   unitDir: string;
   logLevel: string;
   /** Addresses (host:port) the service-discovery DNS answers on; "public" = the public IP. */
@@ -149,6 +155,8 @@ export const DEFAULT_CONFIG: AgentConfig = {
   disableEngine: false,
   maxFailureMoves: 3,
   failureBackoffMs: 1000,
+  singleInstanceGraceMs: DEFAULT_SINGLE_INSTANCE_GRACE_MS,
+  fenceMarginMs: 1000,
   unitDir: "/run/fleet/units",
   logLevel: "info",
   dnsListen: ["public:53", "127.0.0.1:53"],
@@ -189,6 +197,8 @@ const positiveInt =
       | "engineIntervalMs"
       | "agentIntervalMs"
       | "failureBackoffMs"
+      | "singleInstanceGraceMs"
+      | "fenceMarginMs"
       | "tokenLimit"
       | "updateIntervalSeconds"
       | "rebootLeaseSeconds"
@@ -261,6 +271,8 @@ const SETTERS: Record<string, Setter> = {
   "engine-interval-ms": positiveInt("engineIntervalMs"),
   "agent-interval-ms": positiveInt("agentIntervalMs"),
   "failure-backoff-ms": positiveInt("failureBackoffMs"),
+  "single-instance-grace-ms": positiveInt("singleInstanceGraceMs"),
+  "fence-margin-ms": positiveInt("fenceMarginMs"),
   // Tokens carry the limit as a uint16, so a larger page size could not be paged through.
   "token-limit": (cfg, raw) =>
     positiveInt("tokenLimit")(cfg, raw) ?? (cfg.tokenLimit > 65535 ? "must be at most 65535" : undefined),
@@ -412,6 +424,8 @@ export function resolveConfig(
   if (schemes.size > 1) problems.push("etcd-endpoints: mix http:// and https://; use one scheme for all");
   if (cfg.etcdPassword !== "" && cfg.etcdUsername === "")
     problems.push("etcd-password: set without etcd-username");
+  const fenceProblem = fenceTimingProblem({ ttlMs: cfg.ttlSeconds * 1000, marginMs: cfg.fenceMarginMs });
+  if (fenceProblem !== undefined) problems.push(fenceProblem);
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;
 }

@@ -9,6 +9,7 @@ import { networkInterfaces } from "node:os";
 import { dirname } from "node:path";
 import { hostUnitCheck } from "./api/hostunits.js";
 import { createApiServer } from "./api/server.js";
+import { Fencing } from "./cluster/fence-guard.js";
 import { LeaderElection } from "./cluster/leader.js";
 import { DuplicateMachineError, Membership } from "./cluster/membership.js";
 import {
@@ -119,6 +120,17 @@ async function main(args: string[]): Promise<void> {
   });
   const membership = new Membership(client, keys, machine, cfg.ttlSeconds, log.child({ part: "membership" }));
   const systemd = await SystemdManager.connect(cfg.unitDir, log.child({ part: "systemd" }));
+  const fencing = new Fencing(
+    { ttlMs: cfg.ttlSeconds * 1000, marginMs: cfg.fenceMarginMs },
+    systemd,
+    log.child({ part: "fence" }),
+  );
+  membership.on("renewed", (sentAt, revision) => {
+    // The fenced units start again at once if they are still placed here.
+    if (fencing.renewed(sentAt, revision))
+      void reconciler.trigger("lease confirmed again after the fence deadline");
+  });
+  membership.on("leaseLost", () => fencing.lost());
   await writeInsecureRegistries(cfg.insecureRegistries, log);
   const dnsAddresses = cfg.dnsListen.map((a) => a.replace(/^public:/, `${publicIP}:`));
   // Bridge-networked containers reach the agent's DNS on the machine's public address.
@@ -130,6 +142,7 @@ async function main(args: string[]): Promise<void> {
     systemd,
     () => renderContext(cfg.registryAuthFile, servesContainers ? publicIP : undefined),
     log.child({ part: "agent" }),
+    fencing,
   );
   await reconciler.recover();
 
@@ -210,6 +223,7 @@ async function main(args: string[]): Promise<void> {
           ttlSeconds: cfg.ttlSeconds,
           maxMoves: cfg.maxFailureMoves,
           backoffBaseMs: cfg.failureBackoffMs,
+          singleInstanceGraceMs: cfg.singleInstanceGraceMs,
         },
         log.child({ part: "engine" }),
       );
@@ -223,6 +237,7 @@ async function main(args: string[]): Promise<void> {
       await election.stop();
       await election.resign().catch(() => undefined);
       await reconciler.unloadAll();
+      fencing.disarm();
       await membership.leave();
     })();
     return draining;

@@ -36,6 +36,11 @@ export interface Requirements {
   replaces: string[];
   /** Service name for discovery (defaults to the unit's prefix). */
   serviceName?: string;
+  /**
+   * Never run on two machines at once: fenced (killed) when its machine cannot renew its lease,
+   * moved off a lost machine only after a grace period. Absent means false (fleet#1289's default).
+   */
+  singleInstance?: true;
 }
 
 /** A cluster member as published under its lease. */

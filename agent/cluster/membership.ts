@@ -12,6 +12,7 @@ import type { Etcd3, Lease, Watcher } from "etcd3";
 import type { Logger } from "../log.js";
 import type { Machine } from "../model.js";
 import type { Keys } from "../registry/keys.js";
+import { bootClockMs } from "./fence-guard.js";
 import { decideJoin, type ExistingMember } from "./identity.js";
 
 /** Puts in one transaction: within etcd's default --max-txn-ops (128). */
@@ -19,6 +20,10 @@ export const PUT_LEASED_TXN_MAX = 100;
 
 export interface MembershipEvents {
   rejoined: [];
+  /** etcd answered, at `revision`, a grant or keep-alive of the current lease sent at `sentAtMs` (boot clock). */
+  renewed: [sentAtMs: number, revision: number];
+  /** etcd said the current lease is gone (expired or revoked). */
+  leaseLost: [];
   /** Rejoining found the machine ID held by another live machine. */
   duplicate: [DuplicateMachineError];
 }
@@ -35,6 +40,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private lease: Lease | undefined;
   private stopped = false;
   private watcher: Watcher | undefined;
+  private keepAliveTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -107,6 +113,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
   /** Leaves at once: revoking the lease deletes every key bound to it. */
   async leave(): Promise<void> {
     this.stopped = true;
+    clearInterval(this.keepAliveTimer);
     const lease = this.lease;
     this.lease = undefined;
     const watcher = this.watcher;
@@ -123,8 +130,10 @@ export class Membership extends EventEmitter<MembershipEvents> {
    */
   private async register(replace?: ExistingMember): Promise<ExistingMember | "joined" | "vanished"> {
     const key = this.keys.machine(this.machine.id);
-    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: true });
+    const sentAt = bootClockMs();
+    const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: false });
     lease.on("lost", (err) => this.onLost(lease, err));
+    let joinedAt: number;
     try {
       await lease.grant();
       const res = await this.client
@@ -144,11 +153,14 @@ export class Membership extends EventEmitter<MembershipEvents> {
           modRevision: String(kv.mod_revision),
         };
       }
+      joinedAt = Number(res.header.revision);
     } catch (err) {
       lease.release();
       throw err;
     }
     this.lease = lease;
+    this.keepAlive(lease);
+    this.emit("renewed", sentAt, joinedAt);
     // Taking over from an earlier run moves the machine key to the new lease, so the machine never
     // disappears; that run's lease keeps what it alone wrote (its engine leadership, states not
     // yet written again) until it expires, as fleet's restarted agents did.
@@ -156,6 +168,26 @@ export class Membership extends EventEmitter<MembershipEvents> {
       this.log.info({ lease: replace.lease }, "took over from this agent's earlier run");
     this.log.info({ machine: this.machine.id, ttl: this.ttlSeconds }, "joined the cluster");
     return "joined";
+  }
+
+  /**
+   * One keep-alive every TTL/3 (as etcd's Go client), each on a stream of its own with a deadline of
+   * one TTL, not waiting for the last: a stalled one does not delay the next. An answer with TTL 0
+   * (the lease is gone) makes the lease emit "lost".
+   */
+  private keepAlive(lease: Lease): void {
+    clearInterval(this.keepAliveTimer);
+    const ttlMs = this.ttlSeconds * 1000;
+    this.keepAliveTimer = setInterval(() => {
+      if (this.lease !== lease) return;
+      const sentAt = bootClockMs();
+      lease.keepaliveOnce({ deadline: Date.now() + ttlMs }).then(
+        (res) => {
+          if (this.lease === lease) this.emit("renewed", sentAt, Number(res.header.revision));
+        },
+        (err: unknown) => this.log.debug({ err: String(err) }, "lease keep-alive failed"),
+      );
+    }, ttlMs / 3);
   }
 
   /** Writes the machine key again if it is deleted while our lease lives. */
@@ -203,6 +235,8 @@ export class Membership extends EventEmitter<MembershipEvents> {
   private onLost(lease: Lease, err: unknown): void {
     if (this.stopped || lease !== this.lease) return;
     this.lease = undefined;
+    clearInterval(this.keepAliveTimer);
+    this.emit("leaseLost");
     this.log.warn({ err: String(err) }, "machine lease lost; rejoining when etcd answers");
     lease.release();
     this.join().then(

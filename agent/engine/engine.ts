@@ -24,6 +24,8 @@ export interface EngineOptions {
   ttlSeconds: number;
   maxMoves: number;
   backoffBaseMs: number;
+  /** See EnginePolicy.singleInstanceGraceMs. */
+  singleInstanceGraceMs?: number;
   /** How long a young agent lets a vacant leader key be before it campaigns (default YOUNG_CAMPAIGN_DELAY_MS). */
   youngCampaignDelayMs?: number;
 }
@@ -44,6 +46,12 @@ export class Engine {
   /** Until then, machines missing from the snapshot are not treated as lost (see docs). */
   private settleUntil = 0;
   private etcdWasDown = false;
+  /**
+   * When this engine first saw each machine that units are placed on missing (performance.now(),
+   * monotonic): the SingleInstance grace counts from there. The deletion it saw happened when the
+   * lease expired or earlier, so the count never starts before the expiry.
+   */
+  private readonly missingSince = new Map<string, number>();
   /** Parsed [X-Fleet] rules by unit name, reused while the unit's content hash is unchanged. */
   private readonly parsed = new Map<string, { hash: string; requirements: Requirements }>();
 
@@ -112,6 +120,7 @@ export class Engine {
     });
     for (const name of this.parsed.keys()) if (!names.has(name)) this.parsed.delete(name);
     return decide({
+      missingForMs: this.missingFor(snap),
       now,
       units,
       schedule: snap.schedule,
@@ -120,8 +129,30 @@ export class Engine {
       machines: snap.machines,
       states: snap.states,
       settling: now < this.settleUntil,
-      policy: { maxMoves: this.opts.maxMoves, backoffBaseMs: this.opts.backoffBaseMs },
+      policy: {
+        maxMoves: this.opts.maxMoves,
+        backoffBaseMs: this.opts.backoffBaseMs,
+        ...(this.opts.singleInstanceGraceMs !== undefined
+          ? { singleInstanceGraceMs: this.opts.singleInstanceGraceMs }
+          : {}),
+      },
     });
+  }
+
+  /** How long each machine with placements but no record has been seen missing. */
+  private missingFor(snap: ClusterSnapshot): Map<string, number> {
+    const now = performance.now();
+    const present = new Set(snap.machines.map((m) => m.id));
+    const missing = new Set<string>();
+    for (const p of snap.schedule.values()) if (!present.has(p.machineID)) missing.add(p.machineID);
+    for (const id of this.missingSince.keys()) if (!missing.has(id)) this.missingSince.delete(id);
+    const out = new Map<string, number>();
+    for (const id of missing) {
+      const since = this.missingSince.get(id) ?? now;
+      this.missingSince.set(id, since);
+      out.set(id, now - since);
+    }
+    return out;
   }
 
   /**

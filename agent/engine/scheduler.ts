@@ -39,7 +39,16 @@ export interface EnginePolicy {
   maxMoves: number;
   /** Wait before the n-th move is backoffBaseMs * 2^n, counted from the current placement. */
   backoffBaseMs: number;
+  /**
+   * How long a SingleInstance unit stays placed on a machine after the engine first saw the
+   * machine gone (its lease expired), default DEFAULT_SINGLE_INSTANCE_GRACE_MS: the lost machine
+   * fences (kills) it before its lease can expire, and the grace covers the kill itself.
+   */
+  singleInstanceGraceMs?: number;
 }
+
+/** See EnginePolicy.singleInstanceGraceMs and docs/architecture.md, "Fencing". */
+export const DEFAULT_SINGLE_INSTANCE_GRACE_MS = 2000;
 
 export interface EngineInput {
   now: number;
@@ -51,6 +60,11 @@ export interface EngineInput {
   states: UnitState[];
   /** etcd just came back: a machine missing from the snapshot may be unseen rather than lost. */
   settling: boolean;
+  /**
+   * How long the engine has seen each missing machine missing, by machine ID; a machine not listed
+   * counts as just gone. Only SingleInstance units wait for it (policy.singleInstanceGraceMs).
+   */
+  missingForMs?: ReadonlyMap<string, number>;
   policy: EnginePolicy;
 }
 
@@ -194,9 +208,12 @@ class Pass {
     if (unit.desiredState === "inactive") return { reason: "desired state is inactive" };
     const machine = this.machines.get(machineID);
     if (!machine) {
-      return this.input.settling
-        ? undefined
-        : { reason: `machine ${shortID(machineID)} went away`, why: "machine went away" };
+      if (this.input.settling) return undefined;
+      if (unit.requirements.singleInstance) {
+        const grace = this.input.policy.singleInstanceGraceMs ?? DEFAULT_SINGLE_INSTANCE_GRACE_MS;
+        if ((this.input.missingForMs?.get(machineID) ?? 0) < grace) return undefined;
+      }
+      return { reason: `machine ${shortID(machineID)} went away`, why: "machine went away" };
     }
     const able = ableToRun(unit, machine, this.view, this.rules);
     if (!able.ok) return { reason: able.reason, why: able.reason };

@@ -5,6 +5,8 @@
 // unreachable nothing is stopped (fixes fleet#1289).
 
 import { forEachBounded } from "../bounded.js";
+import { isSingleInstance, unitsToFence } from "../cluster/fence.js";
+import type { Fencing } from "../cluster/fence-guard.js";
 import type { Membership } from "../cluster/membership.js";
 import { coalesced } from "../coalesce.js";
 import { hasContainerSection, type RenderContext, renderContainerUnit } from "../containers/index.js";
@@ -46,6 +48,8 @@ export const REFUSED_LOAD_STATE = "refused";
 export type ReconcilerRegistry = Pick<Registry, "snapshot" | "deleteState" | "deleteKey">;
 /** What the reconciler needs of this machine's membership. */
 export type ReconcilerMembership = Pick<Membership, "current" | "putLeased">;
+/** What the reconciler needs of fencing (cluster/fence-guard.ts); absent: no SingleInstance fencing. */
+export type ReconcilerFence = Pick<Fencing, "lapses" | "mayStart" | "ensureGuard" | "setUnits">;
 
 export class Reconciler {
   /** Hash of each unit file we have written, by unit name. */
@@ -63,6 +67,10 @@ export class Reconciler {
   /** Service records published, by etcd key. */
   private readonly services = new Map<string, string>();
   private lastTrigger = "";
+  /** The fence lapses already accounted for (see pass). */
+  private lapsesSeen = 0;
+  /** The registry revision the current pass read. */
+  private viewRevision = 0;
   private readonly passes = coalesced(() => timePass("reconcile", this.pass(this.lastTrigger)));
   /** Publishing runs one at a time, so an older read of systemd never overwrites a newer one. */
   readonly publishStates = coalesced(() => this.publishOnce());
@@ -75,6 +83,7 @@ export class Reconciler {
     /** Asked at each load, so that a registry auth file provisioned later is used by later loads. */
     private readonly render: () => RenderContext,
     private readonly log: Logger,
+    private readonly fence?: ReconcilerFence,
   ) {}
 
   /** Learns what an earlier run of the agent left loaded, so a restart does not restart units. */
@@ -115,7 +124,9 @@ export class Reconciler {
       this.log.debug({ err: String(err) }, "reconcile skipped: etcd unreachable; units keep running");
       return;
     }
+    this.viewRevision = snap.revision;
     const desired = this.desiredUnits(snap);
+    this.forgetFenced(desired.map((d) => d.record));
     const current: CurrentUnit[] = [];
     const states = await this.systemd.states([...this.loaded.keys()]);
     for (const [name, hash] of this.loaded) {
@@ -139,6 +150,49 @@ export class Reconciler {
     this.publishStates().catch((err: unknown) =>
       this.log.warn({ err: String(err) }, "cannot read unit states from systemd to publish them"),
     );
+  }
+
+  /**
+   * The fence deadline passed since the last pass: the guard has killed this machine's
+   * SingleInstance units, so they count as not started, and are started again once the lease is
+   * confirmed (if they are still placed here).
+   */
+  private forgetFenced(records: UnitRecord[]): void {
+    const lapses = this.fence?.lapses() ?? 0;
+    if (lapses === this.lapsesSeen) return;
+    this.lapsesSeen = lapses;
+    const fenced = records.filter((r) => this.launched.has(r.name) && isSingleInstance(r)).map((r) => r.name);
+    for (const name of fenced) this.launched.delete(name);
+    if (fenced.length > 0) this.log.warn({ units: fenced }, "fence deadline passed: these units were fenced");
+  }
+
+  /**
+   * Lists this machine's SingleInstance units for the guard before any is started, and keeps
+   * those starts back unless the guard runs and the lease is confirmed and unexpired.
+   */
+  private async fencedStarts(starts: Task[]): Promise<Task[]> {
+    const fence = this.fence;
+    if (!fence) return starts;
+    const single = starts.filter((t) => {
+      const record = this.records.get(t.unit);
+      return record !== undefined && isSingleInstance(record);
+    });
+    try {
+      fence.setUnits(unitsToFence(this.loaded.keys(), this.records));
+    } catch (err) {
+      this.log.error(
+        { err: String(err) },
+        "cannot list the units to fence; not starting SingleInstance units",
+      );
+      return starts.filter((t) => !single.includes(t));
+    }
+    if (single.length === 0) return starts;
+    if ((await fence.ensureGuard()) && fence.mayStart(this.viewRevision)) return starts;
+    this.log.warn(
+      { units: single.map((t) => t.unit) },
+      "not starting SingleInstance units: this machine's lease is not confirmed (fenced)",
+    );
+    return starts.filter((t) => !single.includes(t));
   }
 
   /**
@@ -220,7 +274,7 @@ export class Reconciler {
     await forEachBounded(unloads, JOB_CONCURRENCY, (t) =>
       failed.has(t.unit) || this.loaded.has(t.unit) ? Promise.resolve() : this.resetFailed(t.unit),
     );
-    await forEachBounded(of("start"), JOB_CONCURRENCY, step(this.start));
+    await forEachBounded(await this.fencedStarts(of("start")), JOB_CONCURRENCY, step(this.start));
   }
 
   private readonly stop = async (task: Task): Promise<void> => {

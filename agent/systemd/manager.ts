@@ -29,6 +29,12 @@ interface ManagerInterface extends EventEmitter {
   StopUnit(name: string, mode: string): Promise<string>;
   ListUnitsByNames(names: string[]): Promise<unknown[][]>;
   ListUnitsByPatterns(states: string[], patterns: string[]): Promise<unknown[][]>;
+  StartTransientUnit(
+    name: string,
+    mode: string,
+    properties: [string, dbus.Variant][],
+    aux: [string, [string, dbus.Variant][]][],
+  ): Promise<string>;
 }
 
 interface PropertiesInterface {
@@ -135,6 +141,38 @@ export class SystemdManager extends EventEmitter<SystemdEvents> implements UnitM
   async inMemory(names: string[]): Promise<Map<string, SystemdUnitState>> {
     // ListUnitsByNames would load the names it is asked about; ListUnitsByPatterns lists loaded units.
     return names.length === 0 ? new Map() : unitStates(await this.manager.ListUnitsByPatterns([], names));
+  }
+
+  /**
+   * Starts `argv` as a transient service of its own (outside the agent's cgroup, restarted by
+   * systemd if it dies) unless one of that name and description is running; one with another
+   * description (an older agent's) is stopped and replaced.
+   */
+  async ensureService(name: string, description: string, argv: string[]): Promise<void> {
+    const row = (await this.manager.ListUnitsByNames([name]))[0] as string[] | undefined;
+    const running = (active: string | undefined) =>
+      active === "active" || active === "activating" || active === "deactivating";
+    if (running(row?.[3])) {
+      if (row?.[1] === description) return;
+      await this.manager.StopUnit(name, "replace");
+      for (let i = 0; i < 50 && running((await this.states([name])).get(name)?.activeState); i++)
+        await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await this.manager.ResetFailedUnit(name).catch(() => undefined);
+    await this.manager.StartTransientUnit(
+      name,
+      "fail",
+      [
+        ["Description", new dbus.Variant("s", description)],
+        ["ExecStart", new dbus.Variant("a(sasb)", [[argv[0], argv, false]])],
+        ["Restart", new dbus.Variant("s", "always")],
+        ["RestartUSec", new dbus.Variant("t", 200_000)],
+        // Never give up restarting it, as flotilla-agent.service.
+        ["StartLimitIntervalUSec", new dbus.Variant("t", 0)],
+        ["CollectMode", new dbus.Variant("s", "inactive-or-failed")],
+      ],
+      [],
+    );
   }
 
   hostUnits(names: string[]): Promise<Map<string, string>> {

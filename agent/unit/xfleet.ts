@@ -8,7 +8,15 @@ import { isTemplate, unitNameParts, validateUnitName } from "./names.js";
 
 const SECTION = "X-Fleet";
 
-type Field = "machineID" | "machineOf" | "metadata" | "conflicts" | "global" | "replaces" | "serviceName";
+type Field =
+  | "machineID"
+  | "machineOf"
+  | "metadata"
+  | "conflicts"
+  | "global"
+  | "replaces"
+  | "serviceName"
+  | "singleInstance";
 
 /** Option name -> field. Includes the forms deprecated in fleet v0.8, which fleet still honours. */
 const FIELD_OF_OPTION = new Map<string, Field>([
@@ -27,14 +35,18 @@ const FIELD_OF_OPTION = new Map<string, Field>([
   ["Replaces", "replaces"],
   // Flotilla's own: the name the unit is discovered by.
   ["ServiceName", "serviceName"],
+  // Flotilla's own: never run on two machines at once, even if that means stopping it when this
+  // machine cannot renew its lease (docs/units.md, "SingleInstance").
+  ["SingleInstance", "singleInstance"],
 ]);
 
 /** fleet's RequiredTarget precedence, whatever the order in the file. */
 const MACHINE_ID_OPTIONS = ["MachineID", "X-ConditionMachineID", "X-ConditionMachineBootID"];
 
-const SINGLE_VALUED = new Set<Field>(["machineID", "global", "serviceName"]);
+const SINGLE_VALUED = new Set<Field>(["machineID", "global", "serviceName", "singleInstance"]);
 
 const TRUTHY = new Set(["true", "yes", "1", "on", "t"]);
+const FALSY = new Set(["false", "no", "0", "off", "f"]);
 
 /** Conflicts and Replaces patterns a unit may carry, each (fleet units carry a handful). */
 export const MAX_PATTERNS = 64;
@@ -52,8 +64,8 @@ interface Entry {
  *
  * Each value is split on whitespace, and double quotes group (and are dropped), so
  * `MachineMetadata="region=us east" disk=ssd` holds two pairs. MachineID takes the first value
- * (MachineID, then X-ConditionMachineID, then X-ConditionMachineBootID); Global and ServiceName
- * take the last, and an empty one resets them. The list options accumulate in file order.
+ * (MachineID, then X-ConditionMachineID, then X-ConditionMachineBootID); Global, SingleInstance and
+ * ServiceName take the last, and an empty one resets them. The list options accumulate in file order.
  *
  * Metadata that is not `key=value` is kept under the empty key, which no machine has: the unit
  * then fits nowhere (fleet would ignore the pair and let it run anywhere), and
@@ -159,6 +171,10 @@ function parseRequirementsOnce(
   if (machineID !== undefined) requirements.machineID = machineID;
   const serviceName = lastValueOf("serviceName");
   if (serviceName !== "") requirements.serviceName = serviceName;
+  const singleInstance = lastValueOf("singleInstance").toLowerCase();
+  if (TRUTHY.has(singleInstance)) requirements.singleInstance = true;
+  else if (singleInstance !== "" && !FALSY.has(singleInstance))
+    warnings.push(`[X-Fleet] SingleInstance must be true or false, got ${goQuote(singleInstance)}`);
   return { requirements, warnings };
 }
 
@@ -226,6 +242,8 @@ export function validateRequirements(name: string, requirements: Requirements): 
   if (global && hasPeers) errors.push("Global cannot be used with Peers");
   if (global && hasReplaces) errors.push("Global cannot be used with Replaces");
   if (hasConflicts && hasReplaces) errors.push("Conflicts cannot be used with Replaces");
+  // A global unit runs on every machine by design: one copy cluster-wide is a contradiction.
+  if (global && requirements.singleInstance) errors.push("SingleInstance cannot be used with Global");
   return errors;
 }
 

@@ -297,3 +297,62 @@ describe("Reconciler with an in-memory systemd", () => {
     });
   });
 });
+
+describe("Reconciler and the fence of SingleInstance units", () => {
+  function singleInstance(name: string): UnitRecord {
+    const options = [
+      { section: "Service", name: "ExecStart", value: "/bin/sleep 1d" },
+      { section: "X-Fleet", name: "SingleInstance", value: "true" },
+    ];
+    return { name, options, hash: unitHash(options), desiredState: "launched" };
+  }
+
+  it("starts them only while the fence allows, lists them for the guard first, and again after the guard killed them", async () => {
+    const fence = {
+      allowed: false,
+      lapseCount: 0,
+      listed: [] as string[][],
+      lapses: () => fence.lapseCount,
+      mayStart: (_viewRevision: number) => fence.allowed,
+      ensureGuard: async () => true,
+      setUnits: (units: readonly string[]) => void fence.listed.push([...units]),
+    };
+    const systemd = new MemoryUnitManager();
+    const cluster = new FakeCluster();
+    const reconciler = new Reconciler(
+      cluster.registry,
+      keys,
+      cluster.membership,
+      systemd,
+      () => ({}),
+      log,
+      fence,
+    );
+    cluster.place(singleInstance("solo.service"), unit("plain.service"));
+
+    await reconciler.trigger("lease not confirmed");
+    await settle();
+    expect(active(systemd, "plain.service")).toBe("active");
+    expect(active(systemd, "solo.service")).not.toBe("active");
+    expect(fence.listed.at(-1)).toEqual(["solo.service"]);
+
+    fence.allowed = true;
+    await reconciler.trigger("lease confirmed");
+    await settle();
+    expect(active(systemd, "solo.service")).toBe("active");
+
+    // The deadline passed: the guard killed it, and the lease is not confirmed yet.
+    await systemd.stop("solo.service");
+    fence.lapseCount = 1;
+    fence.allowed = false;
+    await reconciler.trigger("fenced");
+    await settle();
+    expect(active(systemd, "solo.service")).not.toBe("active");
+
+    fence.allowed = true;
+    await reconciler.trigger("lease confirmed again");
+    await settle();
+    expect(active(systemd, "solo.service")).toBe("active");
+    expect(active(systemd, "plain.service")).toBe("active");
+  });
+});

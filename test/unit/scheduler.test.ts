@@ -407,6 +407,44 @@ describe("decide: unscheduling", () => {
     expect(out).toEqual(["pending b.service: peer a.service is on 9c0d1e2f, which is not in the cluster"]);
   });
 
+  it("keeps a SingleInstance unit on a lost machine until the grace has passed, then moves it", () => {
+    const units = [unit("one.service", { singleInstance: true }), unit("any.service")];
+    const schedule = placed({ "one.service": M3, "any.service": M3 });
+    const policy = { maxMoves: 3, backoffBaseMs: 1000, singleInstanceGraceMs: 2000 };
+    // Just seen gone (and not listed at all): only the ordinary unit moves.
+    for (const missingForMs of [new Map([[M3, 1999]]), new Map<string, number>()]) {
+      expect(run({ units, schedule, policy, missingForMs })).toEqual([
+        "unschedule any.service from 9c0d1e2f: machine 9c0d1e2f went away",
+        "schedule any.service on 1a2b3c4d: moved from 9c0d1e2f: machine went away",
+      ]);
+    }
+    expect(run({ units, schedule, policy, missingForMs: new Map([[M3, 2000]]) })).toEqual([
+      "unschedule any.service from 9c0d1e2f: machine 9c0d1e2f went away",
+      "unschedule one.service from 9c0d1e2f: machine 9c0d1e2f went away",
+      "schedule any.service on 1a2b3c4d: moved from 9c0d1e2f: machine went away",
+      "schedule one.service on 5e6f7a8b: moved from 9c0d1e2f: machine went away",
+    ]);
+  });
+
+  it("uses the default SingleInstance grace when the policy has none", () => {
+    const units = [unit("one.service", { singleInstance: true })];
+    const schedule = placed({ "one.service": M3 });
+    expect(run({ units, schedule, missingForMs: new Map([[M3, 1999]]) })).toEqual([]);
+    expect(run({ units, schedule, missingForMs: new Map([[M3, 2000]]) })).toHaveLength(2);
+  });
+
+  it("a follower of a SingleInstance unit waits for it while it waits out the grace", () => {
+    const units = [
+      unit("one.service", { singleInstance: true }),
+      unit("f.service", { machineOf: ["one.service"] }),
+    ];
+    const schedule = placed({ "one.service": M3, "f.service": M3 });
+    expect(run({ units, schedule, missingForMs: new Map([[M3, 500]]) })).toEqual([
+      "unschedule f.service from 9c0d1e2f: machine 9c0d1e2f went away",
+      "pending f.service: peer one.service is on 9c0d1e2f, which is not in the cluster",
+    ]);
+  });
+
   it("still places new units while settling", () => {
     expect(run({ units: [unit("a.service")], settling: true })).toHaveLength(1);
   });

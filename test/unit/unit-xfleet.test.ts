@@ -331,6 +331,43 @@ describe("parseRequirements", () => {
   });
 });
 
+describe("SingleInstance", () => {
+  it("is off unless set to a true value; the last value wins", () => {
+    expect(requirementsOf("a.service")).toEqual(none);
+    for (const v of ["true", "yes", "1", "on", "t", "TRUE"])
+      expect(requirementsOf("a.service", `SingleInstance=${v}`).singleInstance).toBe(true);
+    for (const v of ["false", "no", "0", "off", ""])
+      expect(requirementsOf("a.service", `SingleInstance=${v}`).singleInstance).toBeUndefined();
+    expect(
+      requirementsOf("a.service", "SingleInstance=true", "SingleInstance=false").singleInstance,
+    ).toBeUndefined();
+    expect(requirementsOf("a.service", "SingleInstance=false", "SingleInstance=yes").singleInstance).toBe(
+      true,
+    );
+  });
+
+  it("warns about a value that is neither true nor false, and leaves the unit without it", () => {
+    const { requirements, warnings } = xfleet("a.service", "SingleInstance=maybe");
+    expect(requirements.singleInstance).toBeUndefined();
+    expect(warnings).toEqual(['[X-Fleet] SingleInstance must be true or false, got "maybe"']);
+    expect(xfleet("a.service", "SingleInstance=true yes").warnings).toEqual([
+      '[X-Fleet] SingleInstance takes one value, got "true yes"',
+    ]);
+  });
+
+  it("combines with the placement options but not with Global", () => {
+    expect(errorsOf("a.service", "SingleInstance=true", "MachineMetadata=disk=ssd", "Conflicts=b*")).toEqual(
+      [],
+    );
+    expect(
+      errorsOf("a.service", "SingleInstance=true", "MachineID=0123456789abcdef0123456789abcdef"),
+    ).toEqual([]);
+    expect(errorsOf("a.service", "SingleInstance=true", "Global=true")).toEqual([
+      "SingleInstance cannot be used with Global",
+    ]);
+  });
+});
+
 describe("validateRequirements", () => {
   it("accepts each option on its own", () => {
     for (const line of [
