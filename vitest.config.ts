@@ -7,6 +7,7 @@ import { defineConfig } from "vitest/config";
 const vmFiles = [
   "test/integration/image-boot.test.ts",
   "test/integration/update-e2e.test.ts",
+  "test/integration/selfhost.test.ts",
   // Builds against the main image cache and re-checks dist/image, which the VM files read.
   "test/integration/image-build.test.ts",
 ];

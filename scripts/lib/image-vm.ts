@@ -23,6 +23,12 @@ export interface VmOptions {
   apiPort?: number;
   memoryMiB?: number;
   cpus?: number;
+  /**
+   * A tap device (made by the caller, on a host bridge) instead of user networking: the VM is then
+   * reached at `address` (ssh on port 22, the API on 7480) and no ports are forwarded. `mac` must
+   * differ between VMs on one bridge (QEMU's default MAC is the same for all).
+   */
+  tap?: { name: string; mac: string; address: string };
 }
 
 export function freePort(): Promise<number> {
@@ -59,6 +65,8 @@ export class Vm {
   readonly qmpSocket: string;
   sshPort = 0;
   apiPort = 0;
+  /** Where the host reaches the guest's sshd (and API): 127.0.0.1 with forwarded ports, or the tap's address. */
+  host = "127.0.0.1";
   private proc: ChildProcess | undefined;
   private exited: Promise<number | null> | undefined;
 
@@ -70,8 +78,15 @@ export class Vm {
   async start(): Promise<void> {
     const { disk, stateDir } = this.opts;
     mkdirSync(stateDir, { recursive: true });
-    this.sshPort = this.opts.sshPort || (await freePort());
-    this.apiPort = this.opts.apiPort || (await freePort());
+    const { tap } = this.opts;
+    if (tap) {
+      this.host = tap.address;
+      this.sshPort = 22;
+      this.apiPort = 7480;
+    } else {
+      this.sshPort = this.opts.sshPort || (await freePort());
+      this.apiPort = this.opts.apiPort || (await freePort());
+    }
     // Boot counters live on the ESP, not in NVRAM, so fresh variables per boot are fine.
     const vars = join(stateDir, "OVMF_VARS.fd");
     copyFileSync(OVMF_VARS, vars);
@@ -100,8 +115,17 @@ export class Vm {
       `if=pflash,format=raw,unit=1,file=${vars}`,
       "-drive",
       `if=virtio,format=${disk.endsWith(".qcow2") ? "qcow2" : "raw"},file=${disk},cache=unsafe`,
-      "-nic",
-      `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${this.sshPort}-:22,hostfwd=tcp:127.0.0.1:${this.apiPort}-:7480`,
+      ...(tap
+        ? [
+            "-netdev",
+            `tap,id=net0,ifname=${tap.name},script=no,downscript=no`,
+            "-device",
+            `virtio-net-pci,netdev=net0,mac=${tap.mac}`,
+          ]
+        : [
+            "-nic",
+            `user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:${this.sshPort}-:22,hostfwd=tcp:127.0.0.1:${this.apiPort}-:7480`,
+          ]),
     ];
     if (this.opts.ignition) args.push("-fw_cfg", `name=${FW_CFG_NAME},file=${this.opts.ignition}`);
     // Under TCG a VM takes every core it can get; at the lowest priority it leaves them to etcd and
@@ -161,7 +185,7 @@ export class Vm {
         "ConnectTimeout=10",
         "-o",
         "LogLevel=ERROR",
-        `${user}@127.0.0.1`,
+        `${user}@${this.host}`,
         command,
       ],
       { encoding: "utf8", timeout: timeoutMs, stdio: ["ignore", "pipe", "pipe"] },
@@ -177,7 +201,7 @@ export class Vm {
         return;
       } catch (err) {
         if (Date.now() > deadline)
-          throw new Error(`ssh ${user}@127.0.0.1:${this.sshPort} never worked: ${(err as Error).message}`);
+          throw new Error(`ssh ${user}@${this.host}:${this.sshPort} never worked: ${(err as Error).message}`);
         await new Promise((r) => setTimeout(r, 2000));
       }
     }

@@ -127,7 +127,7 @@ function metadataString(md: Record<string, string>): string {
 }
 
 /** A bridge private to this run, in a 10.231.X.0/24 that no interface on the box uses yet. */
-async function createBridge(r: Run): Promise<Bridge> {
+export async function createBridge(r: Run): Promise<Bridge> {
   const used = await runOk("ip", ["-4", "-o", "addr", "show"]);
   const free = Array.from({ length: 254 }, (_, i) => i + 1).filter((x) => !used.includes(` 10.231.${x}.`));
   const x = free[Math.floor(Math.random() * free.length)];

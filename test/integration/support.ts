@@ -125,8 +125,10 @@ export async function destroyAllUnits(fc: Fleetctl): Promise<void> {
 export class EtcdView {
   readonly client: Etcd3;
   readonly keys = new Keys();
-  constructor(endpoint: string) {
-    this.client = createEtcdClient([endpoint], { tls: harnessPki().material() });
+  constructor(endpoints: string | string[]) {
+    this.client = createEtcdClient(typeof endpoints === "string" ? [endpoints] : endpoints, {
+      tls: harnessPki().material(),
+    });
   }
   async placement(unit: string): Promise<Placement | undefined> {
     const raw = await this.client.get(this.keys.schedule(unit)).string();

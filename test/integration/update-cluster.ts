@@ -6,6 +6,7 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { Keys } from "../../agent/registry/keys.js";
 import type { UpdateStatus } from "../../agent/update/records.js";
 import type { Definition } from "../../image/pipeline/definition.js";
 import { buildVariant, ensureImage, REPO, readManifest, variantDirs } from "../../scripts/lib/image-build.js";
@@ -123,51 +124,16 @@ export class UpdateCluster {
   }
 
   /** Records every change under update/ from now until stopped. */
-  async recordChanges(): Promise<{ stop(): Promise<Change[]> }> {
-    const changes: Change[] = [];
-    const watcher = await this.etcd.client.watch().prefix(this.etcd.keys.updates()).create();
-    const on = (deleted: boolean) => (kv: { key: Buffer; value: Buffer; mod_revision: string }) =>
-      changes.push({
-        revision: Number(kv.mod_revision),
-        at: Date.now(),
-        key: kv.key.toString(),
-        ...(deleted ? {} : { value: kv.value.toString() }),
-      });
-    watcher.on("put", on(false));
-    watcher.on("delete", on(true));
-    return {
-      async stop() {
-        await watcher.cancel();
-        return changes.sort((a, b) => a.revision - b.revision);
-      },
-    };
+  recordChanges(): Promise<{ stop(): Promise<Change[]> }> {
+    return recordChanges(this.etcd);
   }
 
-  /** Each machine's time out of service for `version`, by machine ID. */
   downSpans(changes: readonly Change[], version: string): Map<string, DownSpan> {
-    const spans = new Map<string, DownSpan>();
-    for (const c of changes) {
-      if (!c.key.startsWith(this.etcd.keys.updateStatuses()) || c.value === undefined) continue;
-      const s = JSON.parse(c.value) as UpdateStatus;
-      const span = spans.get(s.machineId);
-      if (s.state === "draining" && s.detail?.startsWith(version) && !span)
-        spans.set(s.machineId, { from: c });
-      if (s.state === "blessed" && s.version === version && span && !span.to) span.to = c;
-    }
-    return spans;
+    return downSpans(this.etcd.keys, changes, version);
   }
 
-  /** The most holders the reboot group ever had at once, replaying its holder keys. */
   maxHolders(changes: readonly Change[], group: string): number {
-    const holders = new Set<string>();
-    let most = 0;
-    for (const c of changes) {
-      if (!c.key.startsWith(this.etcd.keys.updateHolders(group))) continue;
-      if (c.value === undefined) holders.delete(c.key);
-      else holders.add(c.key);
-      most = Math.max(most, holders.size);
-    }
-    return most;
+    return maxHolders(this.etcd.keys, changes, group);
   }
 
   async close(): Promise<void> {
@@ -185,4 +151,58 @@ export function overlapping(spans: readonly DownSpan[]): boolean {
     const previous = sorted[i - 1];
     return previous !== undefined && s.from.revision < (previous.to?.revision ?? Infinity);
   });
+}
+
+/** Records every change under update/ from now until stopped (`fromRevision`: replayed from there). */
+export async function recordChanges(
+  etcd: EtcdView,
+  fromRevision?: number,
+): Promise<{ stop(): Promise<Change[]> }> {
+  const changes: Change[] = [];
+  const builder = etcd.client.watch().prefix(etcd.keys.updates());
+  const watcher = await (fromRevision === undefined
+    ? builder
+    : builder.startRevision(String(fromRevision))
+  ).create();
+  const on = (deleted: boolean) => (kv: { key: Buffer; value: Buffer; mod_revision: string }) =>
+    changes.push({
+      revision: Number(kv.mod_revision),
+      at: Date.now(),
+      key: kv.key.toString(),
+      ...(deleted ? {} : { value: kv.value.toString() }),
+    });
+  watcher.on("put", on(false));
+  watcher.on("delete", on(true));
+  return {
+    async stop() {
+      await watcher.cancel();
+      return changes.sort((a, b) => a.revision - b.revision);
+    },
+  };
+}
+
+/** Each machine's time out of service for `version`, by machine ID. */
+export function downSpans(keys: Keys, changes: readonly Change[], version: string): Map<string, DownSpan> {
+  const spans = new Map<string, DownSpan>();
+  for (const c of changes) {
+    if (!c.key.startsWith(keys.updateStatuses()) || c.value === undefined) continue;
+    const s = JSON.parse(c.value) as UpdateStatus;
+    const span = spans.get(s.machineId);
+    if (s.state === "draining" && s.detail?.startsWith(version) && !span) spans.set(s.machineId, { from: c });
+    if (s.state === "blessed" && s.version === version && span && !span.to) span.to = c;
+  }
+  return spans;
+}
+
+/** The most holders the reboot group ever had at once, replaying its holder keys. */
+export function maxHolders(keys: Keys, changes: readonly Change[], group: string): number {
+  const holders = new Set<string>();
+  let most = 0;
+  for (const c of changes) {
+    if (!c.key.startsWith(keys.updateHolders(group))) continue;
+    if (c.value === undefined) holders.delete(c.key);
+    else holders.add(c.key);
+    most = Math.max(most, holders.size);
+  }
+  return most;
 }
