@@ -71,7 +71,16 @@ export class Reconciler {
   private lapsesSeen = 0;
   /** The registry revision the current pass read. */
   private viewRevision = 0;
-  private readonly passes = coalesced(() => timePass("reconcile", this.pass(this.lastTrigger)));
+  // Never rejects: callers fire and forget (loops.ts), and an unhandled rejection would end the
+  // agent. A failed pass (e.g. a D-Bus call refused) is logged; the next trigger or timer retries.
+  private readonly passes = coalesced(() =>
+    timePass(
+      "reconcile",
+      this.pass(this.lastTrigger).catch((err: unknown) =>
+        this.log.error({ err: String(err) }, "reconcile pass failed; the next pass retries"),
+      ),
+    ),
+  );
   /** Publishing runs one at a time, so an older read of systemd never overwrites a newer one. */
   readonly publishStates = coalesced(() => this.publishOnce());
 
@@ -147,9 +156,7 @@ export class Reconciler {
     if (tasks.length > 0) this.log.debug({ trigger: reason, tasks: tasks.length }, "reconcile pass");
     await this.run(await this.withoutHostUnits(tasks));
     // Not awaited: the next pass (units placed meanwhile) need not wait for etcd writes.
-    this.publishStates().catch((err: unknown) =>
-      this.log.warn({ err: String(err) }, "cannot read unit states from systemd to publish them"),
-    );
+    void this.publishStates();
   }
 
   /**
@@ -382,10 +389,19 @@ export class Reconciler {
     }
   }
 
-  /** Publishes systemd's view of every loaded unit under this machine's lease; removes stale ones. */
+  /**
+   * Publishes systemd's view of every loaded unit under this machine's lease; removes stale ones.
+   * Never throws: a failure is logged and the next change or pass publishes again.
+   */
   private async publishOnce(): Promise<void> {
     const me = this.membership.current.id;
-    const states = await this.systemd.states([...this.loaded.keys()]);
+    let states: Map<string, SystemdUnitState>;
+    try {
+      states = await this.systemd.states([...this.loaded.keys()]);
+    } catch (err) {
+      this.log.warn({ err: String(err) }, "cannot read unit states from systemd to publish them");
+      return;
+    }
     try {
       const current = new Map<string, UnitState>();
       for (const [name, hash] of this.loaded) {

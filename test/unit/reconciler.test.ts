@@ -87,6 +87,25 @@ describe("Reconciler with an in-memory systemd", () => {
     expect(cluster.state("u7.service")).toMatchObject({ activeState: "active", launched: true });
   });
 
+  it("a systemd call that fails ends the pass and the publish without rejecting; the next pass recovers", async () => {
+    const { cluster, systemd, reconciler } = setup();
+    cluster.place(unit("a.service"));
+    const states = systemd.states.bind(systemd);
+    systemd.states = async () => {
+      throw new Error("org.freedesktop.DBus.Error.NoReply");
+    };
+    // The agent's loops fire these and forget them: a rejection would end the process.
+    await expect(reconciler.trigger("test")).resolves.toBeUndefined();
+    await expect(reconciler.publishStates()).resolves.toBeUndefined();
+    expect(cluster.state("a.service")).toBeUndefined();
+    systemd.states = states;
+    await reconciler.trigger("test");
+    await settle();
+    await reconciler.publishStates();
+    expect(active(systemd, "a.service")).toBe("active");
+    expect(cluster.state("a.service")).toMatchObject({ activeState: "active" });
+  });
+
   it("unloads a batch with one reload, and a pass with nothing to do does not reload", async () => {
     const { cluster, systemd, reconciler } = setup();
     cluster.place(...names(20).map((n) => unit(n)));
