@@ -49,6 +49,26 @@ function budget(flags: Flags): WaitBudget {
 }
 
 /** fleet's findUnits: the registry units named by the arguments, in argument order. */
+/**
+ * One unit from the registry, or undefined once fleet's message for this command is printed:
+ * `unreadable` is followed by the error, `missing` stands alone.
+ */
+async function requireUnit(
+  ctx: CommandContext,
+  name: string,
+  messages: { unreadable: string; missing: string },
+): Promise<WireUnit | undefined> {
+  let unit: WireUnit | undefined;
+  try {
+    unit = await ctx.api.unit(name);
+  } catch (err) {
+    ctx.err(`${messages.unreadable}${errorText(err)}`);
+    return undefined;
+  }
+  if (unit === undefined) ctx.err(messages.missing);
+  return unit;
+}
+
 async function findUnits(ctx: CommandContext, args: string[]): Promise<WireUnit[]> {
   const byName = new Map((await ctx.api.units()).map((u) => [u.name, u]));
   return args.map((a) => byName.get(mangleUnitName(a))).filter((u): u is WireUnit => u !== undefined);
@@ -120,17 +140,11 @@ async function createThenTarget(
   const triggered: string[] = [];
   for (const arg of args) {
     const name = mangleUnitName(arg);
-    let unit: WireUnit | undefined;
-    try {
-      unit = await ctx.api.unit(name);
-    } catch (err) {
-      ctx.err(`${failure}error retrieving unit ${name} from registry: ${errorText(err)}`);
-      return 1;
-    }
-    if (unit === undefined) {
-      ctx.err(`${failure}unable to find unit ${name}`);
-      return 1;
-    }
+    const unit = await requireUnit(ctx, name, {
+      unreadable: `${failure}error retrieving unit ${name} from registry: `,
+      missing: `${failure}unable to find unit ${name}`,
+    });
+    if (unit === undefined) return 1;
     const global = isGlobalUnit(unit);
     if (unit.desiredState !== target) {
       try {
@@ -666,17 +680,11 @@ const cat: Command = async (ctx, args) => {
     return 1;
   }
   const name = mangleUnitName(args[0] as string);
-  let unit: WireUnit | undefined;
-  try {
-    unit = await ctx.api.unit(name);
-  } catch (err) {
-    ctx.err(`Error retrieving Unit ${name}: ${errorText(err)}`);
-    return 1;
-  }
-  if (unit === undefined) {
-    ctx.err(`Unit ${name} not found`);
-    return 1;
-  }
+  const unit = await requireUnit(ctx, name, {
+    unreadable: `Error retrieving Unit ${name}: `,
+    missing: `Unit ${name} not found`,
+  });
+  if (unit === undefined) return 1;
   // No newline added: the output is the stored unit, byte for byte.
   ctx.write(serializeUnit(unit.options ?? []));
   return 0;
@@ -690,17 +698,11 @@ function exitCodeOf(code: unknown): number {
 const status: Command = async (ctx, args) => {
   for (const [i, arg] of args.entries()) {
     const name = mangleUnitName(arg);
-    let unit: WireUnit | undefined;
-    try {
-      unit = await ctx.api.unit(name);
-    } catch (err) {
-      ctx.err(`Error retrieving unit: ${errorText(err)}`);
-      return 1;
-    }
-    if (unit === undefined) {
-      ctx.err(`Unit ${name} does not exist.`);
-      return 1;
-    }
+    const unit = await requireUnit(ctx, name, {
+      unreadable: "Error retrieving unit: ",
+      missing: `Unit ${name} does not exist.`,
+    });
+    if (unit === undefined) return 1;
     if (!isGlobalUnit(unit) && unit.currentState === "inactive") {
       ctx.err(`Unit ${name} does not appear to be loaded.`);
       return 1;
@@ -731,17 +733,11 @@ const journal: Command = async (ctx, args, flags) => {
     return 1;
   }
   const name = mangleUnitName(args[0] as string);
-  let unit: WireUnit | undefined;
-  try {
-    unit = await ctx.api.unit(name);
-  } catch (err) {
-    ctx.err(`Error retrieving unit ${name}: ${errorText(err)}`);
-    return 1;
-  }
-  if (unit === undefined) {
-    ctx.err(`Unit ${name} does not exist.`);
-    return 1;
-  }
+  const unit = await requireUnit(ctx, name, {
+    unreadable: `Error retrieving unit ${name}: `,
+    missing: `Unit ${name} does not exist.`,
+  });
+  if (unit === undefined) return 1;
   if (isGlobalUnit(unit)) {
     ctx.err(`Unable to retrieve journal of global unit ${name}.`);
     return 1;
