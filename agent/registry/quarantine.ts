@@ -5,19 +5,10 @@
 // value or a delete at the key releases it.
 
 import type { Logger } from "../log.js";
+import type { KeyFamily } from "./keys.js";
 
 /** The families whose readers report here: the view's, and the ones other watchers read. */
-export type QuarantineFamily =
-  | "units"
-  | "schedule"
-  | "pending"
-  | "failures"
-  | "machines"
-  | "metadata"
-  | "states"
-  | "services"
-  | "engine"
-  | "update";
+export type QuarantineFamily = KeyFamily | "engine" | "update";
 
 export interface QuarantinedValue {
   key: string;
