@@ -70,6 +70,11 @@ const figures: Record<string, string> = {};
 
 const sh = (n: Node, cmd: string) => n.vm.ssh(sshKey, "core", cmd).trim();
 const endpointOf = (n: Node) => `https://${n.ip}:7480`;
+/**
+ * fleetctl's 3 s default request timeout is for machines at full speed: under TCG on a loaded box
+ * an agent's etcd write took longer (the unit was created, fleetctl had given up), so allow 30 s.
+ */
+const SLOW = "--request-timeout=30";
 const byMachine = (id: string | undefined) => nodes.find((n) => n.machineId === id);
 
 /** etcdctl on the host against `nodes`, with the admin certificate (etcd only checks the CA). */
@@ -292,7 +297,12 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
       const listed = await waitFor(
         "three machines listed",
         async () => {
-          const r = await fleetctl(endpointOf(nodes[0] as Node), ["list-machines", "--no-legend", "--full"]);
+          const r = await fleetctl(endpointOf(nodes[0] as Node), [
+            SLOW,
+            "list-machines",
+            "--no-legend",
+            "--full",
+          ]);
           return r.code === 0 && nodes.every((n) => r.stdout.includes(n.machineId)) ? r.stdout : undefined;
         },
         BOOT_MS,
@@ -325,7 +335,7 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
         "Restart=on-failure",
         "",
       ].join("\n");
-      const r = await fleetctlWith(endpointOf(nodes[0] as Node), ["start", "--no-block", UNIT], {
+      const r = await fleetctlWith(endpointOf(nodes[0] as Node), [SLOW, "start", "--no-block", UNIT], {
         [UNIT]: unit,
       });
       expect(r.code, r.stderr).toBe(0);
@@ -387,7 +397,7 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
         res.text(),
       );
       expect(page).toBe(TEST_IMAGE_INDEX_HTML);
-      const listed = await fleetctl(endpointOf(a), ["list-machines", "--no-legend", "--full"]);
+      const listed = await fleetctl(endpointOf(a), [SLOW, "list-machines", "--no-legend", "--full"]);
       expect(listed.stdout).not.toContain(runner.machineId);
     },
     BOOT_MS,
@@ -406,9 +416,9 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
       await waitFor(
         "the machine listed again",
         async () =>
-          (await fleetctl(endpointOf(runner), ["list-machines", "--no-legend", "--full"])).stdout.includes(
-            runner.machineId,
-          ),
+          (
+            await fleetctl(endpointOf(runner), [SLOW, "list-machines", "--no-legend", "--full"])
+          ).stdout.includes(runner.machineId),
         120_000,
         VM_POLL_MS,
       );
@@ -433,7 +443,7 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
       });
       // Until now the channel had no release, and a failed check waits longer than the interval:
       // ask every machine to check at once, as an operator would.
-      const check = await fleetctl(endpointOf(nodes[0] as Node), ["update", "check"]);
+      const check = await fleetctl(endpointOf(nodes[0] as Node), [SLOW, "update", "check"]);
       expect(check.code, check.stderr).toBe(0);
       let last = "";
       await waitFor(
@@ -486,7 +496,7 @@ describe.sequential("a 3-VM cluster from the image alone", () => {
         );
         expect(sh(n, "systemctl is-active systemd-bless-boot")).toBe("active");
       }
-      const table = await fleetctl(endpointOf(nodes[0] as Node), ["update-status"]);
+      const table = await fleetctl(endpointOf(nodes[0] as Node), [SLOW, "update-status"]);
       expect(table.code, table.stderr).toBe(0);
       for (const n of nodes)
         expect(table.stdout).toMatch(
