@@ -14,9 +14,12 @@ import type { UnitManager } from "./systemd/port.js";
  * How long a wake waits for more changes before the pass runs. A pass already running absorbs
  * every wake that arrives meanwhile (coalesced), so this only gathers the first changes of a burst
  * (a Txn's events, an API client's concurrent PUTs) into one pass; it is on the path of every
- * change, twice (engine, then the machine), so it is short.
+ * change, twice (engine, then the machine), so it is short. Not shorter than 50 ms: a machine key
+ * deleted by hand is written back within ~30–45 ms, and an engine pass inside that gap moves the
+ * machine's units (restarting them); at 10 ms a clean-clone run caught that. The engine does not
+ * yet wait to confirm a machine's loss (docs/architecture.md, "Cost of a change").
  */
-export const WAKE_DELAY_MS = 10;
+export const WAKE_DELAY_MS = 50;
 
 export interface Loops {
   /** Wakes the loops a batch of registry changes concerns (routing.ts). */
