@@ -3,7 +3,15 @@
 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { Cluster, type Machine } from "../harness/index.js";
-import { EtcdView, fleetctl, invocationID, machineByID, unitDir, waitFor } from "./support.js";
+import {
+  destroyAllUnits,
+  EtcdView,
+  fleetctl,
+  invocationID,
+  machineByID,
+  unitDir,
+  waitFor,
+} from "./support.js";
 
 const TTL_MS = 5000;
 
@@ -53,12 +61,8 @@ describe("failover", () => {
   beforeEach(async () => {
     if (cluster.machines.some((m) => !m.running)) await freshCluster();
   }, 120_000);
-  afterEach(async () => {
-    // Each test starts from an empty cluster, even when the previous one failed half-way.
-    const files = await fc(["list-unit-files", "--no-legend", "--fields", "unit"]);
-    const names = files.stdout.split("\n").filter(Boolean);
-    if (names.length > 0) await fc(["destroy", ...names]);
-  });
+  // Each test starts from an empty cluster, even when the previous one failed half-way.
+  afterEach(() => destroyAllUnits(fc));
 
   it("leader loss: another agent takes over and no running unit restarts", async () => {
     const units = ["l1.service", "l2.service", "l3.service"];

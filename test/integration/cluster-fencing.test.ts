@@ -8,7 +8,15 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MachineBus } from "../harness/dbus.js";
 import { Cluster, type Machine } from "../harness/index.js";
-import { EtcdView, fleetctl, invocationID, machineByID, unitDir, waitFor } from "./support.js";
+import {
+  destroyAllUnits,
+  EtcdView,
+  fleetctl,
+  invocationID,
+  machineByID,
+  unitDir,
+  waitFor,
+} from "./support.js";
 
 const TTL_MS = 5000;
 const MANAGER = "org.freedesktop.systemd1.Manager";
@@ -174,11 +182,7 @@ describe("fencing SingleInstance units", () => {
   beforeEach(async () => {
     if (cluster.machines.some((m) => !m.running)) await freshCluster();
   }, 120_000);
-  afterEach(async () => {
-    const files = await fc(["list-unit-files", "--no-legend", "--fields", "unit"]);
-    const names = files.stdout.split("\n").filter(Boolean);
-    if (names.length > 0) await fc(["destroy", ...names]);
-  }, 60_000);
+  afterEach(() => destroyAllUnits(fc), 60_000);
 
   it("the agent SIGKILLed and held down 15 s: the unit is killed before the lease ends, then runs elsewhere, never on two machines", async () => {
     expect((await fc(["start", "solo.service"], { "solo.service": SOLO })).code).toBe(0);

@@ -3,7 +3,7 @@
 
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { Cluster, type Machine } from "../harness/index.js";
-import { EtcdView, fleetctl, httpRequest, unitDir, waitFor } from "./support.js";
+import { destroyAllUnits, EtcdView, fleetctl, httpRequest, unitDir, waitFor } from "./support.js";
 
 const SLEEP = "[Service]\nExecStart=/bin/sleep infinity\n";
 const unit = (xfleet: string) => `${SLEEP}\n[X-Fleet]\n${xfleet}\n`;
@@ -40,12 +40,8 @@ afterAll(async () => {
   await cluster?.teardown();
 });
 
-afterEach(async () => {
-  // Each test starts from an empty cluster.
-  const files = await fleetctl(endpoint, ["list-unit-files", "--no-legend", "--fields", "unit"]);
-  const names = files.stdout.split("\n").filter(Boolean);
-  if (names.length > 0) await fleetctl(endpoint, ["destroy", ...names]);
-});
+// Each test starts from an empty cluster.
+afterEach(() => destroyAllUnits((args) => fleetctl(endpoint, args)));
 
 /** Starts units from `files` (all written to one dir) and returns fleetctl's result. */
 async function start(files: Record<string, string>, ...names: string[]) {
